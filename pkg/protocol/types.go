@@ -1,0 +1,158 @@
+// Package protocol owns the Concourse wire format of this resource: the
+// request and response types of check, in and out, their strict decoding,
+// defaults and validation. It is the only package that knows the JSON names of
+// source and params fields.
+package protocol
+
+// Source is the resource's `source` configuration, shared by all three verbs.
+type Source struct {
+	Repository string  `json:"repository"`
+	Tag        Literal `json:"tag"`
+	Username   string  `json:"username"`
+	Password   string  `json:"password"`
+
+	AdditionalPrivateRegistries []PrivateRegistry `json:"additional_private_registries"`
+
+	AWSAccessKeyID     string `json:"aws_access_key_id"`
+	AWSSecretAccessKey string `json:"aws_secret_access_key"`
+	AWSSessionToken    string `json:"aws_session_token"`
+
+	InsecureRegistries []string     `json:"insecure_registries"`
+	RegistryMirror     string       `json:"registry_mirror"`
+	CACerts            []CACert     `json:"ca_certs"`
+	ClientCerts        []ClientCert `json:"client_certs"`
+
+	// Pointers tell "not set" (default) from an explicit, invalid 0.
+	MaxConcurrentDownloads *int `json:"max_concurrent_downloads"`
+	MaxConcurrentUploads   *int `json:"max_concurrent_uploads"`
+	StartupTimeout         *int `json:"startup_timeout"`
+
+	Platform *Platform `json:"platform"`
+	Debug    Bool      `json:"debug"`
+
+	Email Retired `json:"email" retired:"registries stopped using an email address for login; remove it"`
+}
+
+// PrivateRegistry is an entry of additional_private_registries.
+type PrivateRegistry struct {
+	Registry string `json:"registry"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// CACert is an entry of ca_certs.
+type CACert struct {
+	Domain string `json:"domain"`
+	Cert   string `json:"cert"`
+}
+
+// ClientCert is an entry of client_certs.
+type ClientCert struct {
+	Domain string `json:"domain"`
+	Cert   string `json:"cert"`
+	Key    string `json:"key"`
+}
+
+// Platform selects one image of a multi-platform index.
+type Platform struct {
+	OS           string `json:"os"`
+	Architecture string `json:"architecture"`
+	Variant      string `json:"variant"`
+}
+
+// Version is the resource's version: the digest the registry holds.
+type Version struct {
+	Digest string `json:"digest"`
+}
+
+// InParams are the params of a get.
+type InParams struct {
+	Save         Bool      `json:"save"`
+	Rootfs       Bool      `json:"rootfs"`
+	SkipDownload Bool      `json:"skip_download"`
+	Platform     *Platform `json:"platform"`
+}
+
+// OutParams are the params of a put.
+type OutParams struct {
+	Build          string            `json:"build"`
+	Dockerfile     string            `json:"dockerfile"`
+	TargetName     string            `json:"target_name"`
+	BuildArgs      map[string]Scalar `json:"build_args"`
+	BuildArgsFile  string            `json:"build_args_file"`
+	Labels         map[string]Scalar `json:"labels"`
+	LabelsFile     string            `json:"labels_file"`
+	DockerBuildkit Switch            `json:"docker_buildkit"`
+	Secrets        map[string]Secret `json:"secrets"`
+
+	LoadBase  string   `json:"load_base"`
+	LoadBases []string `json:"load_bases"`
+	CacheFrom []string `json:"cache_from"`
+	Cache     Bool     `json:"cache"`
+	CacheTag  Literal  `json:"cache_tag"`
+
+	Load           string  `json:"load"`
+	LoadFile       string  `json:"load_file"`
+	LoadRepository string  `json:"load_repository"`
+	LoadTag        Literal `json:"load_tag"`
+	ImportFile     string  `json:"import_file"`
+	PullRepository string  `json:"pull_repository"`
+	PullTag        Literal `json:"pull_tag"`
+
+	TagFile        string `json:"tag_file"`
+	Tag            string `json:"tag"`
+	TagPrefix      string `json:"tag_prefix"`
+	AdditionalTags string `json:"additional_tags"`
+	TagAsLatest    Bool   `json:"tag_as_latest"`
+
+	Rootfs Retired `json:"rootfs" retired:"the put no longer exports a rootfs; use get_params: {rootfs: true} on the put step"`
+}
+
+// Secret is a build secret: exactly one of Env or Source.
+type Secret struct {
+	Env    string `json:"env"`
+	Source string `json:"source"`
+}
+
+// CheckRequest is what check reads on stdin.
+type CheckRequest struct {
+	Source  Source   `json:"source"`
+	Version *Version `json:"version"`
+}
+
+// InRequest is what in reads on stdin.
+type InRequest struct {
+	Source  Source   `json:"source"`
+	Version *Version `json:"version"`
+	Params  InParams `json:"params"`
+}
+
+// OutRequest is what out reads on stdin.
+type OutRequest struct {
+	Source Source    `json:"source"`
+	Params OutParams `json:"params"`
+}
+
+// MetadataField is one name/value pair Concourse shows on the build page.
+type MetadataField struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Response is what in and out print on stdout.
+type Response struct {
+	Version  Version         `json:"version"`
+	Metadata []MetadataField `json:"metadata,omitempty"`
+}
+
+// Metadata builds metadata fields from name/value pairs, dropping empty
+// values (Concourse shows them as blank rows otherwise).
+func Metadata(pairs ...string) []MetadataField {
+	var out []MetadataField
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] != "" {
+			out = append(out, MetadataField{Name: pairs[i], Value: pairs[i+1]})
+		}
+	}
+	return out
+}

@@ -1,0 +1,269 @@
+package protocol
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"runtime"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Defaults of the old resource.
+const (
+	DefaultTag                = "latest"
+	DefaultMaxConcurrent      = 3
+	DefaultStartupTimeoutSecs = 120
+)
+
+var (
+	tagPattern    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	digestPattern = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+)
+
+// TagOrDefault is source.tag, or "latest".
+func (s *Source) TagOrDefault() string {
+	if s.Tag == "" {
+		return DefaultTag
+	}
+	return string(s.Tag)
+}
+
+// Downloads is max_concurrent_downloads with its default.
+func (s *Source) Downloads() int { return intOr(s.MaxConcurrentDownloads, DefaultMaxConcurrent) }
+
+// Uploads is max_concurrent_uploads with its default.
+func (s *Source) Uploads() int { return intOr(s.MaxConcurrentUploads, DefaultMaxConcurrent) }
+
+// StartupTimeoutSecs is startup_timeout with its default.
+func (s *Source) StartupTimeoutSecs() int {
+	return intOr(s.StartupTimeout, DefaultStartupTimeoutSecs)
+}
+
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// Validate checks everything in source that can be checked without the
+// network, so a typo fails before anything is fetched or pushed.
+func (s *Source) Validate() error {
+	if s.Repository == "" {
+		return errors.New(`source.repository is required, e.g. "registry.example.com:5000/team/app" or "alpine"`)
+	}
+	if err := ValidateRepository("source.repository", s.Repository); err != nil {
+		return err
+	}
+	if s.Tag != "" {
+		if err := ValidateTag("source.tag", string(s.Tag)); err != nil {
+			return err
+		}
+	}
+	if (s.Username == "") != (s.Password == "") {
+		if s.Username == "" {
+			return errors.New("source.password is set but source.username is empty: set both, or neither for anonymous access")
+		}
+		return errors.New("source.username is set but source.password is empty: set both, or neither for anonymous access")
+	}
+	for i, r := range s.AdditionalPrivateRegistries {
+		f := fmt.Sprintf("source.additional_private_registries[%d]", i)
+		switch {
+		case r.Registry == "":
+			return fmt.Errorf("%s.registry is required (the registry host, e.g. \"registry.example.com:5000\")", f)
+		case r.Username == "":
+			return fmt.Errorf("%s.username is required for registry %q", f, r.Registry)
+		case r.Password == "":
+			return fmt.Errorf("%s.password is required for registry %q", f, r.Registry)
+		}
+	}
+	for i, c := range s.CACerts {
+		f := fmt.Sprintf("source.ca_certs[%d]", i)
+		if c.Domain == "" {
+			return fmt.Errorf("%s.domain is required: the registry's host:port the CA is for", f)
+		}
+		if _, err := ParseCertificates(c.Cert); err != nil {
+			return fmt.Errorf("%s.cert (domain %s): %w", f, c.Domain, err)
+		}
+	}
+	for i, c := range s.ClientCerts {
+		f := fmt.Sprintf("source.client_certs[%d]", i)
+		if c.Domain == "" {
+			return fmt.Errorf("%s.domain is required: the registry's host:port the certificate is for", f)
+		}
+		if c.Cert == "" || c.Key == "" {
+			return fmt.Errorf("%s (domain %s): both cert and key are required", f, c.Domain)
+		}
+		if _, err := tls.X509KeyPair([]byte(c.Cert), []byte(c.Key)); err != nil {
+			return fmt.Errorf("%s (domain %s): cert and key do not form a usable pair: %s", f, c.Domain, tlsPairReason(err))
+		}
+	}
+	for i, entry := range s.InsecureRegistries {
+		f := fmt.Sprintf("source.insecure_registries[%d]", i)
+		if strings.Contains(entry, "/") {
+			if _, _, err := net.ParseCIDR(entry); err != nil {
+				return fmt.Errorf("%s: %q is not a valid CIDR (e.g. \"10.0.0.0/8\") nor host:port", f, entry)
+			}
+			continue
+		}
+		if entry == "" || strings.Contains(entry, "://") || strings.ContainsAny(entry, " \t") {
+			return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, entry)
+		}
+	}
+	if s.RegistryMirror != "" {
+		u, err := url.Parse(s.RegistryMirror)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("source.registry_mirror: %q is not a valid URL: use http://host[:port] or https://host[:port]", redactURL(s.RegistryMirror))
+		}
+	}
+	for field, p := range map[string]*int{
+		"source.max_concurrent_downloads": s.MaxConcurrentDownloads,
+		"source.max_concurrent_uploads":   s.MaxConcurrentUploads,
+		"source.startup_timeout":          s.StartupTimeout,
+	} {
+		if p != nil && *p <= 0 {
+			return fmt.Errorf("%s must be a positive number, got %d", field, *p)
+		}
+	}
+	return s.Platform.validate("source.platform")
+}
+
+// Validate checks put params that need no files.
+func (p *OutParams) Validate() error {
+	if p.CacheTag != "" {
+		if err := ValidateTag("params.cache_tag", string(p.CacheTag)); err != nil {
+			return err
+		}
+	}
+	if p.LoadTag != "" {
+		if err := ValidateTag("params.load_tag", string(p.LoadTag)); err != nil {
+			return err
+		}
+	}
+	if p.PullTag != "" {
+		if err := ValidateTag("params.pull_tag", string(p.PullTag)); err != nil {
+			return err
+		}
+	}
+	for _, id := range sortedKeys(p.Secrets) {
+		sec := p.Secrets[id]
+		if (sec.Env == "") == (sec.Source == "") {
+			return fmt.Errorf("params.secrets.%s: set exactly one of env (an environment variable) or source (a file path)", id)
+		}
+	}
+	return nil
+}
+
+func (p *Platform) validate(field string) error {
+	if p == nil {
+		return nil
+	}
+	if p.Variant != "" && p.Architecture == "" {
+		return fmt.Errorf("%s.variant needs %s.architecture", field, field)
+	}
+	return nil
+}
+
+// Resolve fills a platform's blanks with linux and the resource's own
+// architecture.
+func (p *Platform) Resolve() Platform {
+	out := Platform{OS: "linux", Architecture: runtime.GOARCH}
+	if p != nil {
+		if p.OS != "" {
+			out.OS = p.OS
+		}
+		if p.Architecture != "" {
+			out.Architecture = p.Architecture
+			out.Variant = p.Variant
+		}
+	}
+	return out
+}
+
+// ValidateRepository checks a repository name the way registries do.
+func ValidateRepository(field, repo string) error {
+	if strings.Contains(repo, "@") {
+		return fmt.Errorf("%s: %q must not contain a digest; the version carries the digest", field, repo)
+	}
+	if last := repo[strings.LastIndex(repo, "/")+1:]; strings.Contains(last, ":") {
+		return fmt.Errorf("%s: %q must not contain a tag; put it in source.tag", field, repo)
+	}
+	if _, err := name.NewRepository(repo); err != nil {
+		if strings.ToLower(repo) != repo {
+			return fmt.Errorf("%s: %q is not a valid repository: repository names must be lower case", field, repo)
+		}
+		return fmt.Errorf("%s: %q is not a valid repository: use [host[:port]/]path with lower-case letters, digits and . _ - separators", field, repo)
+	}
+	return nil
+}
+
+// ValidateTag checks a tag against the registry's grammar.
+func ValidateTag(field, tag string) error {
+	if !tagPattern.MatchString(tag) {
+		return fmt.Errorf("%s: %q is not a valid tag: up to 128 letters, digits, _ . - and not starting with . or -", field, tag)
+	}
+	return nil
+}
+
+func validateDigest(field, d string) error {
+	if !digestPattern.MatchString(d) {
+		return fmt.Errorf("%s: %q is not a valid digest: expected sha256: followed by 64 lower-case hex digits", field, d)
+	}
+	return nil
+}
+
+// ParseCertificates decodes every PEM certificate in s; at least one is
+// required.
+func ParseCertificates(s string) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := []byte(s)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("a PEM certificate could not be parsed: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found: expected a block starting with -----BEGIN CERTIFICATE-----")
+	}
+	return certs, nil
+}
+
+// tlsPairReason turns tls.X509KeyPair's error into a hint without key bytes.
+func tlsPairReason(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "does not match"):
+		return "the private key does not match the certificate"
+	case strings.Contains(msg, "failed to find any PEM data in certificate"):
+		return "no PEM certificate found in cert"
+	case strings.Contains(msg, "failed to find") && strings.Contains(msg, "key"):
+		return "no PEM private key found in key"
+	}
+	return strings.TrimPrefix(msg, "tls: ")
+}
+
+// redactURL hides a password in a URL's userinfo.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
+}

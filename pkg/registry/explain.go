@@ -1,0 +1,128 @@
+package registry
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Explain turns a registry error into a sentence a person can act on. It
+// never includes credentials: go-containerregistry's errors carry URLs and
+// registry diagnostics, not auth headers, and URLs are redacted here.
+func Explain(err error) string {
+	return explain(err, hostOf(err))
+}
+
+func explain(err error, host string) string {
+	if err == nil {
+		return ""
+	}
+	var (
+		re       *RetryError
+		te       *transport.Error
+		unknown  x509.UnknownAuthorityError
+		hostErr  x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+		recHdr   tls.RecordHeaderError
+		dnsErr   *net.DNSError
+		urlErr   *url.Error
+		netError net.Error
+	)
+	switch {
+	case errors.As(err, &re):
+		if re.Status == 0 && re.Err != nil {
+			return fmt.Sprintf("%s (%d attempts over %s)", explain(re.Err, re.Host), re.Attempts, re.Elapsed.Round(100*time.Millisecond))
+		}
+		return re.Error()
+	case errors.As(err, &te):
+		return explainStatus(te, host)
+	case errors.As(err, &unknown), errors.As(err, &verify) && isUnknownAuthority(verify):
+		return fmt.Sprintf("the TLS certificate of %s is signed by an unknown authority: add the registry's CA to source.ca_certs (domain %q), or list it in source.insecure_registries", host, host)
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("the TLS certificate of %s is not valid for that name (%s)", host, hostErr.Error())
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("the TLS certificate of %s is not valid: %s", host, invalid.Error())
+	case errors.As(err, &recHdr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Sprintf("%s answered plain HTTP to an HTTPS request: if it really serves plain HTTP, list %q in source.insecure_registries", host, host)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("connection refused by %s: the registry is unreachable (check the host and port, and that it is running)", host)
+	case errors.As(err, &dnsErr):
+		return fmt.Sprintf("cannot resolve the registry host %q: %s", dnsErr.Name, dnsErr.Err)
+	case errors.As(err, &netError) && netError.Timeout():
+		return fmt.Sprintf("timed out talking to %s", host)
+	case errors.As(err, &urlErr):
+		return fmt.Sprintf("%s %s: %s", urlErr.Op, redact(urlErr.URL), explain(urlErr.Err, host))
+	}
+	return redactURLsIn(err.Error())
+}
+
+func isUnknownAuthority(v *tls.CertificateVerificationError) bool {
+	var u x509.UnknownAuthorityError
+	return errors.As(v.Err, &u)
+}
+
+func explainStatus(te *transport.Error, host string) string {
+	if te.Request != nil {
+		host = te.Request.URL.Host
+	}
+	detail := ""
+	for _, d := range te.Errors {
+		if d.Message != "" {
+			detail = fmt.Sprintf(" (%s: %s)", d.Code, d.Message)
+			break
+		}
+	}
+	switch te.StatusCode {
+	case http.StatusUnauthorized:
+		return fmt.Sprintf("%s refused the credentials (401 Unauthorized)%s: check source.username and source.password", host, detail)
+	case http.StatusForbidden:
+		return fmt.Sprintf("%s denied access (403 Forbidden)%s: the credentials lack permission for this repository", host, detail)
+	case http.StatusNotFound:
+		return fmt.Sprintf("not found on %s (404)%s", host, detail)
+	}
+	return fmt.Sprintf("%s answered %d %s%s", host, te.StatusCode, http.StatusText(te.StatusCode), detail)
+}
+
+func hostOf(err error) string {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		if u, perr := url.Parse(urlErr.URL); perr == nil {
+			return u.Host
+		}
+	}
+	var te *transport.Error
+	if errors.As(err, &te) && te.Request != nil {
+		return te.Request.URL.Host
+	}
+	return "the registry"
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+// redactURLsIn hides userinfo passwords in any URL inside a message.
+func redactURLsIn(msg string) string {
+	words := strings.Fields(msg)
+	for i, w := range words {
+		if strings.Contains(w, "://") && strings.Contains(w, "@") {
+			trimmed := strings.Trim(w, `"'(),`)
+			words[i] = strings.Replace(w, trimmed, redact(trimmed), 1)
+		}
+	}
+	return strings.Join(words, " ")
+}

@@ -1,0 +1,208 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// RetryPolicy bounds how transient registry failures are retried: 429, 5xx,
+// connection resets and timeouts. go-containerregistry's own retry ignores
+// Retry-After, which registries such as Docker Hub use for rate limits.
+type RetryPolicy struct {
+	Attempts int           // total tries of one request, first included
+	Initial  time.Duration // first backoff; doubles each retry
+	Max      time.Duration // cap of one backoff
+	Budget   time.Duration // total waiting allowed for one request
+}
+
+// DefaultRetry keeps a build alive through a registry restart or a burst of
+// rate limiting, and still fails within about two minutes.
+var DefaultRetry = RetryPolicy{Attempts: 6, Initial: 500 * time.Millisecond, Max: 15 * time.Second, Budget: 2 * time.Minute}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.Attempts <= 0 {
+		p.Attempts = DefaultRetry.Attempts
+	}
+	if p.Initial <= 0 {
+		p.Initial = DefaultRetry.Initial
+	}
+	if p.Max <= 0 {
+		p.Max = DefaultRetry.Max
+	}
+	if p.Budget <= 0 {
+		p.Budget = DefaultRetry.Budget
+	}
+	return p
+}
+
+// RetryError is returned when a request kept failing transiently until the
+// policy gave up.
+type RetryError struct {
+	Host     string
+	Status   int   // last HTTP status, 0 when the last failure was a network error
+	Err      error // last network error
+	Attempts int
+	Elapsed  time.Duration
+	Reason   string // why retrying stopped early, if it did
+}
+
+func (e *RetryError) Error() string {
+	what := ""
+	if e.Status != 0 {
+		what = fmt.Sprintf("answered %d %s", e.Status, http.StatusText(e.Status))
+	} else {
+		what = fmt.Sprintf("failed: %v", e.Err)
+	}
+	msg := fmt.Sprintf("registry %s %s (%d attempts over %s)", e.Host, what, e.Attempts, e.Elapsed.Round(100*time.Millisecond))
+	if e.Reason != "" {
+		msg += "; " + e.Reason
+	}
+	return msg
+}
+
+func (e *RetryError) Unwrap() error { return e.Err }
+
+type retryTransport struct {
+	next   http.RoundTripper
+	policy RetryPolicy
+	log    *logrus.Entry
+	sleep  func(req *http.Request, d time.Duration) error
+}
+
+func newRetryTransport(next http.RoundTripper, p RetryPolicy, log *logrus.Entry) *retryTransport {
+	return &retryTransport{next: next, policy: p.withDefaults(), log: log, sleep: sleepCtx}
+}
+
+func sleepCtx(req *http.Request, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-req.Context().Done():
+		return req.Context().Err()
+	}
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// A body that cannot be replayed cannot be retried here; the caller
+	// (go-containerregistry's upload loop) retries whole operations.
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	start := time.Now()
+	backoff := t.policy.Initial
+	var waited time.Duration
+	for attempt := 1; ; attempt++ {
+		try := req
+		if attempt > 1 && req.GetBody != nil {
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			try = req.Clone(req.Context())
+			try.Body = body
+		}
+		resp, err := t.next.RoundTrip(try)
+		transient, status := classify(resp, err)
+		if !transient || !replayable || req.Context().Err() != nil {
+			return resp, err
+		}
+		wait := backoff + time.Duration(rand.Int64N(int64(backoff)/4+1))
+		backoff = min(backoff*2, t.policy.Max)
+		reason := ""
+		if resp != nil {
+			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+				wait = ra
+				if ra > t.policy.Budget-waited {
+					reason = fmt.Sprintf("it asked to retry after %s, longer than the %s retry budget", ra, t.policy.Budget)
+				}
+			}
+			drain(resp)
+		}
+		if reason == "" && attempt >= t.policy.Attempts {
+			reason = "giving up"
+		}
+		if reason == "" && waited+wait > t.policy.Budget {
+			reason = fmt.Sprintf("retry budget of %s used up", t.policy.Budget)
+		}
+		if reason != "" {
+			return nil, &RetryError{Host: req.URL.Host, Status: status, Err: err, Attempts: attempt, Elapsed: time.Since(start), Reason: reason}
+		}
+		what := ""
+		if status != 0 {
+			what = fmt.Sprintf("answered %d %s", status, http.StatusText(status))
+		} else {
+			what = fmt.Sprintf("failed (%s)", shortNetError(err))
+		}
+		t.log.Warnf("registry %s %s; retrying in %s (attempt %d of %d)", req.URL.Host, what, wait.Round(100*time.Millisecond), attempt+1, t.policy.Attempts)
+		if err := t.sleep(req, wait); err != nil {
+			return nil, err
+		}
+		waited += wait
+	}
+}
+
+// classify says whether a result is worth retrying, and its status.
+func classify(resp *http.Response, err error) (bool, int) {
+	if err != nil {
+		return isTransientNetError(err), 0
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true, resp.StatusCode
+	}
+	return false, resp.StatusCode
+}
+
+func isTransientNetError(err error) bool {
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func shortNetError(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed early"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timed out"
+	}
+	return err.Error()
+}
+
+// retryAfter parses Retry-After as seconds or an HTTP date.
+func retryAfter(v string) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0), true
+	}
+	return 0, false
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+}

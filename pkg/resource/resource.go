@@ -1,0 +1,133 @@
+// Package resource holds the three commands Concourse runs — check, in and
+// out — each reading its request, doing the work through the other packages,
+// and writing one JSON response. Commands take their streams and arguments as
+// values so tests can run them in-process.
+package resource
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"regexp"
+	"syscall"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
+	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
+	"github.com/concourse-docker/docker-image-resource/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/sirupsen/logrus"
+)
+
+// Version is stamped into the binaries at build time.
+var Version = "dev"
+
+// Env is what a command gets from the process: streams, arguments and, for
+// tests only, hooks.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Args           []string // os.Args: the program name, then DEST or SRC
+	Hooks          Hooks
+}
+
+// Hooks let in-process tests reach registries on loopback under public names
+// and shorten retry waits. Production leaves them zero.
+type Hooks struct {
+	Registry func(*registry.Options)
+}
+
+// Command is one of Check, In, Out.
+type Command func(ctx context.Context, env Env) error
+
+// Main runs cmd for a process: it cancels the context on SIGTERM/SIGINT
+// (Concourse aborts builds with SIGTERM), prints the error and returns the
+// exit code.
+func Main(cmd Command) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	env := Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args}
+	if err := cmd(ctx, env); err != nil {
+		fmt.Fprintf(os.Stderr, "\x1b[31merror:\x1b[0m %s\n", err)
+		return 1
+	}
+	return 0
+}
+
+// session is what every command sets up after decoding: a logger that masks
+// the request's secrets, and a way to mask them in the returned error.
+type session struct {
+	log    *logrus.Entry
+	redact *logging.Redactor
+}
+
+func newSession(env Env, src *protocol.Source, warnings []string) *session {
+	r := logging.NewRedactor(env.Stderr, secretsOf(src)...)
+	s := &session{log: logging.New(r, bool(src.Debug)), redact: r}
+	for _, w := range warnings {
+		s.log.Warn(w)
+	}
+	return s
+}
+
+// fail masks secrets in err. Errors are built from our own messages and
+// registry diagnostics, but a registry may echo what it was sent.
+func (s *session) fail(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s", s.redact.Redact(err.Error()))
+}
+
+func secretsOf(src *protocol.Source) []string {
+	out := []string{src.Password, src.AWSSecretAccessKey, src.AWSSessionToken}
+	for _, r := range src.AdditionalPrivateRegistries {
+		out = append(out, r.Password)
+	}
+	for _, c := range src.ClientCerts {
+		out = append(out, c.Key)
+	}
+	return out
+}
+
+var ecrPattern = regexp.MustCompile(`^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/`)
+
+// registryClient builds the registry client for a source.
+func registryClient(env Env, src *protocol.Source, log *logrus.Entry) (*registry.Client, error) {
+	if src.AWSAccessKeyID != "" && ecrPattern.MatchString(src.Repository) {
+		return nil, fmt.Errorf("source.aws_access_key_id: ECR token exchange is not implemented yet; for now put an ECR token in source.password with username AWS")
+	}
+	o := registry.Options{
+		Username:   src.Username,
+		Password:   src.Password,
+		Insecure:   src.InsecureRegistries,
+		Mirror:     src.RegistryMirror,
+		UserAgent:  "docker-image-resource/" + Version,
+		Log:        log,
+		Additional: map[string]authn.Basic{},
+	}
+	for _, r := range src.AdditionalPrivateRegistries {
+		o.Additional[r.Registry] = authn.Basic{Username: r.Username, Password: r.Password}
+	}
+	for _, c := range src.CACerts {
+		o.CACerts = append(o.CACerts, registry.CA{Domain: c.Domain, PEM: c.Cert})
+	}
+	for _, c := range src.ClientCerts {
+		o.ClientCerts = append(o.ClientCerts, registry.ClientCert{Domain: c.Domain, Cert: c.Cert, Key: c.Key})
+	}
+	if env.Hooks.Registry != nil {
+		env.Hooks.Registry(&o)
+	}
+	return registry.New(o)
+}
+
+// writeJSON prints the one JSON document stdout carries.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write response: %w", err)
+	}
+	return nil
+}
