@@ -22,6 +22,16 @@ func Explain(err error) string {
 	return explain(err, hostOf(err))
 }
 
+// Explain is the package-level Explain, aware of whether credentials were
+// configured: a 401 without them asks for them instead of doubting them.
+func (c *Client) Explain(err error) string {
+	var te *transport.Error
+	if c.opts.Username == "" && errors.As(err, &te) && te.StatusCode == http.StatusUnauthorized {
+		return fmt.Sprintf("%s requires credentials (401 Unauthorized): set source.username and source.password", hostOf(err))
+	}
+	return Explain(err)
+}
+
 func explain(err error, host string) string {
 	if err == nil {
 		return ""
@@ -52,6 +62,8 @@ func explain(err error, host string) string {
 		return fmt.Sprintf("the TLS certificate of %s is not valid for that name (%s)", host, hostErr.Error())
 	case errors.As(err, &invalid):
 		return fmt.Sprintf("the TLS certificate of %s is not valid: %s", host, invalid.Error())
+	case strings.Contains(err.Error(), "remote error: tls:"):
+		return fmt.Sprintf("%s rejected the TLS handshake (%s): if it requires a client certificate, set source.client_certs for domain %q", host, err.Error()[strings.Index(err.Error(), "remote error: tls:")+len("remote error: "):], host)
 	case errors.As(err, &recHdr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Sprintf("%s answered plain HTTP to an HTTPS request: if it really serves plain HTTP, list %q in source.insecure_registries", host, host)
 	case errors.Is(err, syscall.ECONNREFUSED):

@@ -29,12 +29,12 @@ func Check(ctx context.Context, env Env) error {
 func check(ctx context.Context, env Env, s *session, req *protocol.CheckRequest) ([]protocol.Version, error) {
 	src := &req.Source
 	tag := src.TagOrDefault()
-	failed := func(err error) error {
-		return fmt.Errorf("failed to fetch digest for image '%s:%s': %s", src.Repository, tag, registry.Explain(err))
-	}
 	reg, err := registryClient(env, src, s.log)
 	if err != nil {
-		return nil, failed(err)
+		return nil, fmt.Errorf("failed to fetch digest for image '%s:%s': %w", src.Repository, tag, err)
+	}
+	failed := func(err error) error {
+		return fmt.Errorf("failed to fetch digest for image '%s:%s': %s", src.Repository, tag, reg.Explain(err))
 	}
 	s.log.Debugf("checking %s:%s", src.Repository, tag)
 	latest, err := reg.Digest(ctx, src.Repository, tag)

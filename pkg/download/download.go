@@ -1,0 +1,538 @@
+// Package download fetches every layer blob of an image once, in parallel,
+// into a local directory, and returns an image backed by those files.
+//
+// The image handed in is usually lazy (remote.Image): reading its layers more
+// than once would hit the registry again. After Image returns, every later
+// consumer (docker-save tarball, rootfs extraction, rootfs.tar) reads local
+// files instead.
+package download
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/sirupsen/logrus"
+)
+
+// Defaults for Options fields left at zero.
+const (
+	DefaultConcurrency      = 3
+	DefaultAttempts         = 4
+	DefaultRetryDelay       = time.Second
+	DefaultProgressInterval = 5 * time.Second
+)
+
+// Options controls a download.
+type Options struct {
+	// Dir receives one file per blob, named by BlobPath. Created if missing.
+	// Keep it until the returned image is no longer used.
+	Dir string
+	// Concurrency bounds parallel blob downloads (source max_concurrent_downloads).
+	// remote.Image allows 4 parallel blob fetches unless given remote.WithJobs.
+	Concurrency int
+	// Attempts per blob before giving up (first try included).
+	Attempts int
+	// RetryDelay is the wait before the second attempt, doubled for each further one.
+	RetryDelay time.Duration
+	// ProgressInterval between progress lines for layers still downloading;
+	// negative disables them.
+	ProgressInterval time.Duration
+	// Log receives progress for a person; nil discards it.
+	Log *logrus.Entry
+}
+
+// Stats summarises a download.
+type Stats struct {
+	// Bytes is the compressed size of the blobs fetched in this run (blobs
+	// already present in Dir are not counted).
+	Bytes int64
+	// Layers is the number of distinct layer blobs the image has.
+	Layers int
+	// Reused is how many of them were already in Dir and verified.
+	Reused int
+	// Duration of the whole call.
+	Duration time.Duration
+}
+
+// BlobPath is the file holding blob h inside dir. The ':' of the digest is
+// replaced because tar and scp read it as a host separator.
+func BlobPath(dir string, h v1.Hash) string {
+	return filepath.Join(dir, h.Algorithm+"-"+h.Hex)
+}
+
+// ShortDigest shortens a digest for people: "sha256:1a2b3c4d5e6f".
+func ShortDigest(h v1.Hash) string {
+	hx := h.Hex
+	if len(hx) > 12 {
+		hx = hx[:12]
+	}
+	return h.Algorithm + ":" + hx
+}
+
+// Image downloads every distinct layer blob of img into o.Dir (each exactly
+// once on success, failed blobs retried on their own) and returns an image
+// with the same manifest, config and media types whose layers read the local
+// files. Memory stays flat: blobs are streamed to disk.
+func Image(ctx context.Context, img v1.Image, o Options) (v1.Image, Stats, error) {
+	start := time.Now()
+	var st Stats
+	o = o.withDefaults()
+	if o.Dir == "" {
+		return nil, st, errors.New("download: no directory given")
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, st, fmt.Errorf("create download directory: %w", err)
+	}
+
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return nil, st, fmt.Errorf("read manifest: %w", err)
+	}
+	mediaType, err := img.MediaType()
+	if err != nil {
+		return nil, st, fmt.Errorf("read manifest media type: %w", err)
+	}
+	manifest, err := v1.ParseManifest(strings.NewReader(string(rawManifest)))
+	if err != nil {
+		return nil, st, fmt.Errorf("parse manifest: %w", err)
+	}
+	rawConfig, err := img.RawConfigFile()
+	if err != nil {
+		return nil, st, fmt.Errorf("read config %s: %w", ShortDigest(manifest.Config.Digest), err)
+	}
+	if err := checkBlob(manifest.Config.Digest, manifest.Config.Size, rawConfig); err != nil {
+		return nil, st, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := v1.ParseConfigFile(strings.NewReader(string(rawConfig)))
+	if err != nil {
+		return nil, st, fmt.Errorf("parse config: %w", err)
+	}
+
+	// A blob may appear more than once in a manifest; fetch it once.
+	var todo []v1.Descriptor
+	seen := map[v1.Hash]bool{}
+	for _, d := range manifest.Layers {
+		if seen[d.Digest] {
+			continue
+		}
+		seen[d.Digest] = true
+		todo = append(todo, d)
+	}
+	st.Layers = len(todo)
+
+	d := &downloader{o: o, img: img, inflight: map[v1.Hash]*progress{}}
+	fetched, reused, err := d.run(ctx, todo)
+	st.Bytes = fetched
+	st.Reused = reused
+	st.Duration = time.Since(start)
+	if err != nil {
+		return nil, st, err
+	}
+	o.Log.Infof("downloaded %d layers (%s) in %s%s", st.Layers-st.Reused, humanSize(st.Bytes),
+		roundDuration(st.Duration), rate(st.Bytes, st.Duration))
+
+	local, err := newLocalImage(o.Dir, rawManifest, mediaType, manifest, rawConfig, cfg)
+	if err != nil {
+		return nil, st, err
+	}
+	return local, st, nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = DefaultAttempts
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = DefaultRetryDelay
+	}
+	if o.ProgressInterval == 0 {
+		o.ProgressInterval = DefaultProgressInterval
+	}
+	if o.Log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		o.Log = logrus.NewEntry(l)
+	}
+	return o
+}
+
+type downloader struct {
+	o   Options
+	img v1.Image
+
+	mu       sync.Mutex
+	inflight map[v1.Hash]*progress
+}
+
+type progress struct {
+	size    int64
+	done    atomic.Int64
+	started time.Time
+}
+
+// run downloads todo with at most o.Concurrency blobs at a time and returns
+// the bytes fetched and the number of blobs already present.
+func (d *downloader) run(ctx context.Context, todo []v1.Descriptor) (int64, int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	stopProgress := d.startProgress(ctx)
+	defer stopProgress()
+
+	var (
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, d.o.Concurrency)
+		mu       sync.Mutex
+		firstErr error
+		fetched  int64
+		reused   int
+	)
+	for _, desc := range todo {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n, wasThere, err := d.blob(ctx, desc)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+					cancel() // no point fetching the rest
+				}
+				return
+			}
+			fetched += n
+			if wasThere {
+				reused++
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = fmt.Errorf("download layers: %w", context.Cause(ctx))
+	}
+	return fetched, reused, firstErr
+}
+
+// blob makes sure desc is in the directory, retrying failed attempts.
+func (d *downloader) blob(ctx context.Context, desc v1.Descriptor) (n int64, reused bool, err error) {
+	short := ShortDigest(desc.Digest)
+	dst := BlobPath(d.o.Dir, desc.Digest)
+	if ok, err := verifyExisting(dst, desc); err != nil {
+		return 0, false, fmt.Errorf("layer %s: %w", desc.Digest, err)
+	} else if ok {
+		d.o.Log.Infof("layer %s (%s) already downloaded", short, humanSize(desc.Size))
+		return 0, true, nil
+	}
+
+	layer, err := d.img.LayerByDigest(desc.Digest)
+	if err != nil {
+		return 0, false, fmt.Errorf("layer %s: %w", desc.Digest, err)
+	}
+
+	start := time.Now()
+	d.o.Log.Infof("downloading layer %s (%s)", short, humanSize(desc.Size))
+	delay := d.o.RetryDelay
+	for attempt := 1; ; attempt++ {
+		err = d.fetchOnce(ctx, layer, desc, dst)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || attempt >= d.o.Attempts || !retryable(err) {
+			return 0, false, fmt.Errorf("download layer %s (attempt %d of %d): %w", desc.Digest, attempt, d.o.Attempts, err)
+		}
+		d.o.Log.Warnf("layer %s: attempt %d of %d failed, retrying in %s: %v", short, attempt, d.o.Attempts, delay, err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, false, fmt.Errorf("download layer %s: %w", desc.Digest, context.Cause(ctx))
+		case <-t.C:
+		}
+		delay *= 2
+	}
+	el := time.Since(start)
+	d.o.Log.Infof("downloaded layer %s (%s) in %s%s", short, humanSize(desc.Size), roundDuration(el), rate(desc.Size, el))
+	return desc.Size, false, nil
+}
+
+// fetchOnce streams the blob into a temporary file, checking size and digest
+// on the way, and renames it into place only when both match.
+func (d *downloader) fetchOnce(ctx context.Context, layer v1.Layer, desc v1.Descriptor, dst string) (err error) {
+	h, err := newHasher(desc.Digest)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(d.o.Dir, "."+filepath.Base(dst)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+
+	p := &progress{size: desc.Size, started: time.Now()}
+	d.mu.Lock()
+	d.inflight[desc.Digest] = p
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.inflight, desc.Digest)
+		d.mu.Unlock()
+	}()
+
+	rc, err := openCompressed(ctx, layer)
+	if err != nil {
+		return fmt.Errorf("open blob: %w", err)
+	}
+	var once sync.Once
+	closeRC := func() { once.Do(func() { rc.Close() }) }
+	defer closeRC()
+	// Closing the body is the only way to interrupt a blocked read.
+	stop := context.AfterFunc(ctx, closeRC)
+	defer stop()
+
+	// Read one byte past the expected size so an oversized blob is noticed
+	// without writing an unbounded amount.
+	src := io.LimitReader(&ctxReader{ctx: ctx, r: rc}, desc.Size+1)
+	buf := make([]byte, 256<<10)
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, h, counter{&p.done}), src, buf)
+	if err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("read blob after %d bytes: %w", n, err)
+	}
+	if n != desc.Size {
+		return &mismatchError{fmt.Sprintf("size mismatch: got %d bytes, manifest says %d", n, desc.Size)}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != desc.Digest.Hex {
+		return &mismatchError{fmt.Sprintf("digest mismatch: got %s:%s", desc.Digest.Algorithm, got)}
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("rename blob into place: %w", err)
+	}
+	return nil
+}
+
+// openCompressed calls layer.Compressed but gives up when ctx ends: a
+// remote layer uses the context given to remote.Image, not ours, so the
+// request itself may go on; its body is closed once it arrives.
+func openCompressed(ctx context.Context, layer v1.Layer) (io.ReadCloser, error) {
+	type result struct {
+		rc  io.ReadCloser
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		rc, err := layer.Compressed()
+		ch <- result{rc, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.rc, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.err == nil {
+				r.rc.Close()
+			}
+		}()
+		return nil, context.Cause(ctx)
+	}
+}
+
+// startProgress logs, every ProgressInterval, how far each blob that has
+// been downloading for at least that long has got.
+func (d *downloader) startProgress(ctx context.Context) func() {
+	if d.o.ProgressInterval < 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(d.o.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			type line struct {
+				h v1.Hash
+				p *progress
+			}
+			var lines []line
+			d.mu.Lock()
+			for h, p := range d.inflight {
+				if time.Since(p.started) >= d.o.ProgressInterval {
+					lines = append(lines, line{h, p})
+				}
+			}
+			d.mu.Unlock()
+			sort.Slice(lines, func(i, j int) bool { return lines[i].h.Hex < lines[j].h.Hex })
+			for _, l := range lines {
+				done := l.p.done.Load()
+				pct := 0.0
+				if l.p.size > 0 {
+					pct = 100 * float64(done) / float64(l.p.size)
+				}
+				d.o.Log.Infof("layer %s: %s of %s (%.0f%%)", ShortDigest(l.h), humanSize(done), humanSize(l.p.size), pct)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// verifyExisting reports whether dst already holds the complete blob (from
+// an earlier run into the same directory).
+func verifyExisting(dst string, desc v1.Descriptor) (bool, error) {
+	fi, err := os.Lstat(dst)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("check existing blob: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != desc.Size {
+		return false, os.Remove(dst)
+	}
+	h, err := newHasher(desc.Digest)
+	if err != nil {
+		return false, err
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return false, fmt.Errorf("check existing blob: %w", err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(h, f); err != nil {
+		return false, fmt.Errorf("check existing blob: %w", err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != desc.Digest.Hex {
+		return false, os.Remove(dst)
+	}
+	return true, nil
+}
+
+func checkBlob(want v1.Hash, size int64, b []byte) error {
+	h, err := newHasher(want)
+	if err != nil {
+		return err
+	}
+	h.Write(b)
+	if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
+		return fmt.Errorf("digest mismatch: want %s, got %s:%s", want, want.Algorithm, got)
+	}
+	if size != int64(len(b)) {
+		return fmt.Errorf("size mismatch: want %d, got %d", size, len(b))
+	}
+	return nil
+}
+
+func newHasher(h v1.Hash) (hash.Hash, error) {
+	if h.Algorithm != "sha256" {
+		return nil, fmt.Errorf("unsupported digest algorithm %q", h.Algorithm)
+	}
+	return sha256.New(), nil
+}
+
+type mismatchError struct{ msg string }
+
+func (e *mismatchError) Error() string { return e.msg }
+
+// retryable is false for answers that another attempt will not change
+// (missing blob, no access); network errors and corrupt bodies are retried.
+func retryable(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch te.StatusCode {
+		case http.StatusRequestTimeout, http.StatusTooManyRequests:
+			return true
+		}
+		return te.StatusCode >= 500
+	}
+	return true
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type counter struct{ n *atomic.Int64 }
+
+func (c counter) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+func humanSize(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+func roundDuration(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}
+
+func rate(n int64, d time.Duration) string {
+	if d <= 0 || n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%s/s)", humanSize(int64(float64(n)/d.Seconds())))
+}

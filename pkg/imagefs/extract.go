@@ -1,0 +1,587 @@
+package imagefs
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// ExtractOptions controls ExtractRootfs.
+type ExtractOptions struct {
+	// Chown gives files the uid/gid recorded in the layers. Only root may do
+	// that: set it to os.Geteuid() == 0.
+	Chown bool
+	// Log receives one line per layer; nil discards.
+	Log *logrus.Entry
+}
+
+// ExtractRootfs applies the layers of img in order into dest, the way a
+// container runtime would, with these rules:
+//   - whiteouts (.wh.NAME) delete NAME from lower layers; an opaque marker
+//     (.wh..wh..opq) empties its directory of lower-layer content;
+//   - regular files, directories, symlinks and hardlinks (also to files of
+//     earlier layers) are created with their mode (setuid/setgid/sticky
+//     included), mtime, file xattrs where allowed, and owner when o.Chown;
+//   - device nodes and fifos are skipped, and the top-level dev directory is
+//     left out entirely (the runtime provides /dev);
+//   - an entry whose name climbs out of the root with ".." is refused (an
+//     error); a leading "/" counts from the root; symlinks met on the way to
+//     an entry resolve inside dest as if it were "/" (like docker, whose
+//     layer apply runs chrooted), so nothing is written outside dest;
+//   - a hardlink must point at an existing non-directory inside the tree.
+//
+// It extracts into a temporary sibling of dest and renames it at the end,
+// so a failure never leaves a half-written dest. dest must not exist, or be
+// an empty directory.
+func ExtractRootfs(ctx context.Context, img v1.Image, dest string, o ExtractOptions) (err error) {
+	log := o.Log
+	if log == nil {
+		log = discardLog()
+	}
+	if err := checkDest(dest); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("create temporary rootfs: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+
+	layers, err := img.Layers()
+	if err != nil {
+		return fmt.Errorf("list layers: %w", err)
+	}
+	x, err := newExtractor(tmp, o.Chown, log)
+	if err != nil {
+		return err
+	}
+	defer x.close()
+
+	start := time.Now()
+	for i, l := range layers {
+		dg, err := l.Digest()
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i+1, err)
+		}
+		ls := time.Now()
+		n, err := x.applyLayer(ctx, l)
+		if err != nil {
+			return fmt.Errorf("extract layer %s: %w", dg, err)
+		}
+		log.Infof("extracted layer %d/%d %s (%d entries) in %s", i+1, len(layers), shortDigest(dg), n, time.Since(ls).Round(time.Millisecond))
+	}
+	if err := x.finish(); err != nil {
+		return err
+	}
+	if x.skipped > 0 {
+		log.Infof("skipped %d device nodes, fifos and /dev entries", x.skipped)
+	}
+	if x.xattrFailures > 0 {
+		log.Warnf("could not set %d extended attributes (last error: %v)", x.xattrFailures, x.xattrErr)
+	}
+	x.close()
+	if err := os.Rename(tmp, dest); err != nil {
+		return fmt.Errorf("move rootfs into place: %w", err)
+	}
+	log.Infof("extracted %d layers into %s in %s", len(layers), dest, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// checkDest accepts a missing dest or an empty directory (rename replaces it).
+func checkDest(dest string) error {
+	ents, err := os.ReadDir(dest)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check destination %s: %w", dest, err)
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("destination %s is not empty", dest)
+	}
+	return nil
+}
+
+type dirMeta struct {
+	mode  uint32
+	atime time.Time
+	mtime time.Time // zero: leave as is
+}
+
+type extractor struct {
+	root  *os.Root
+	res   *resolver
+	chown bool
+	log   *logrus.Entry
+	buf   []byte
+
+	// Directory modes and times are applied at the end: a read-only
+	// directory must stay writable while later entries go into it, and
+	// writing entries changes a directory's mtime.
+	dirs map[string]dirMeta
+	// unpacked holds what the current layer created, so an opaque marker
+	// or whiteout spares it (they only hide lower layers).
+	unpacked map[string]bool
+
+	// One cached directory handle: entries arrive grouped by directory.
+	cachedDir     string
+	cachedDirFile *os.File
+
+	skipped       int
+	xattrFailures int
+	xattrErr      error
+}
+
+func newExtractor(dir string, chown bool, log *logrus.Entry) (*extractor, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open rootfs directory: %w", err)
+	}
+	x := &extractor{
+		root:  root,
+		chown: chown,
+		log:   log,
+		buf:   make([]byte, 256<<10),
+		dirs:  map[string]dirMeta{"": {mode: 0o755}},
+	}
+	x.res = newResolver(root, true)
+	x.res.onCreate = func(rel string) { x.dirs[rel] = dirMeta{mode: 0o755} }
+	return x, nil
+}
+
+func (x *extractor) close() {
+	x.dropDirCache()
+	if x.root != nil {
+		x.root.Close()
+		x.root = nil
+	}
+}
+
+func (x *extractor) dropDirCache() {
+	if x.cachedDirFile != nil {
+		x.cachedDirFile.Close()
+		x.cachedDirFile = nil
+	}
+}
+
+// dirFD returns a descriptor for the symlink-free directory rel; entries are
+// then created with *at calls on a single name, which cannot traverse.
+func (x *extractor) dirFD(rel string) (int, error) {
+	if x.cachedDirFile != nil && x.cachedDir == rel {
+		return int(x.cachedDirFile.Fd()), nil
+	}
+	x.dropDirCache()
+	f, err := x.openDir(rel)
+	if err != nil {
+		return -1, err
+	}
+	x.cachedDir, x.cachedDirFile = rel, f
+	return int(f.Fd()), nil
+}
+
+func (x *extractor) openDir(rel string) (*os.File, error) {
+	if rel == "" {
+		rel = "."
+	}
+	f, err := x.root.OpenFile(rel, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open directory %s: %w", rel, err)
+	}
+	return f, nil
+}
+
+func (x *extractor) applyLayer(ctx context.Context, l v1.Layer) (int, error) {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return 0, fmt.Errorf("open: %w", err)
+	}
+	defer rc.Close()
+	x.unpacked = map[string]bool{}
+	tr := tar.NewReader(rc)
+	n := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return n, fmt.Errorf("read tar: %w", err)
+		}
+		n++
+		if err := x.entry(hdr, tr); err != nil {
+			return n, fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+	}
+	// Read to the end so a verifying reader checks the digest.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return n, fmt.Errorf("read layer: %w", err)
+	}
+	return n, nil
+}
+
+func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader, tar.TypeXHeader, tar.TypeGNULongName, tar.TypeGNULongLink:
+		return nil
+	}
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if isDev(name) {
+		x.skipped++
+		return nil
+	}
+	if hasMetaComponent(path.Dir(name)) {
+		return nil
+	}
+	dir, base := path.Split(name)
+	dir = strings.TrimSuffix(dir, "/")
+
+	if base == whiteoutOpaque {
+		return x.opaque(dir)
+	}
+	if strings.HasPrefix(base, whiteoutMeta) {
+		return nil
+	}
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		return x.whiteout(dir, strings.TrimPrefix(base, whiteoutPrefix))
+	}
+
+	if name == "" {
+		// The root directory's own entry: only its metadata matters.
+		if hdr.Typeflag == tar.TypeDir {
+			x.dirs[""] = dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}
+			if x.chown {
+				if err := x.root.Lchown(".", hdr.Uid, hdr.Gid); err != nil {
+					return fmt.Errorf("chown root directory: %w", err)
+				}
+			}
+		}
+		return nil
+	}
+
+	pdir, base, err := x.res.resolveFile(name, true)
+	if errors.Is(err, errSkipDev) {
+		x.skipped++
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	full := path.Join(pdir, base)
+	fd, err := x.dirFD(pdir)
+	if err != nil {
+		return err
+	}
+
+	// Whatever is there goes, unless a directory meets a directory.
+	var st unix.Stat_t
+	err = unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil:
+		if !(st.Mode&unix.S_IFMT == unix.S_IFDIR && hdr.Typeflag == tar.TypeDir) {
+			if err := x.remove(pdir, base); err != nil {
+				return err
+			}
+			if fd, err = x.dirFD(pdir); err != nil {
+				return err
+			}
+		}
+	case !errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("stat %s: %w", full, err)
+	}
+	x.unpacked[full] = true
+
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := unix.Mkdirat(fd, base, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create directory %s: %w", full, err)
+		}
+		x.dirs[full] = dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}
+		if x.chown {
+			if err := unix.Fchownat(fd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return fmt.Errorf("chown %s: %w", full, err)
+			}
+		}
+		return nil
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont:
+		return x.regular(fd, full, base, hdr, r)
+	case tar.TypeSymlink:
+		if err := unix.Symlinkat(hdr.Linkname, fd, base); err != nil {
+			return fmt.Errorf("create symlink %s: %w", full, err)
+		}
+		return x.meta(fd, full, base, hdr, false)
+	case tar.TypeLink:
+		return x.hardlink(fd, full, base, hdr)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		x.skipped++
+		return nil
+	default:
+		x.log.Warnf("skipping %s: unsupported tar entry type %q", name, hdr.Typeflag)
+		return nil
+	}
+}
+
+func (x *extractor) regular(dirfd int, full, base string, hdr *tar.Header, r io.Reader) error {
+	fd, err := unix.Openat(dirfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", full, err)
+	}
+	f := os.NewFile(uintptr(fd), full)
+	defer f.Close()
+	if _, err := io.CopyBuffer(f, r, x.buf); err != nil {
+		return fmt.Errorf("write %s: %w", full, err)
+	}
+	// Owner first: chown clears setuid/setgid and file capabilities.
+	if x.chown {
+		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+			return fmt.Errorf("chown %s: %w", full, err)
+		}
+	}
+	if err := unix.Fchmod(fd, uint32(hdr.Mode)&0o7777); err != nil {
+		return fmt.Errorf("chmod %s: %w", full, err)
+	}
+	for k, v := range hdr.PAXRecords {
+		if attr, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+			if err := unix.Fsetxattr(fd, attr, []byte(v), 0); err != nil {
+				x.xattrFailures++
+				x.xattrErr = fmt.Errorf("%s on %s: %w", attr, full, err)
+			}
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", full, err)
+	}
+	return setTimes(dirfd, base, full, hdr.AccessTime, hdr.ModTime)
+}
+
+func (x *extractor) hardlink(dirfd int, full, base string, hdr *tar.Header) error {
+	target, err := cleanName(hdr.Linkname)
+	if err != nil {
+		return err
+	}
+	if target == "" {
+		return fmt.Errorf("hardlink %s to the root directory", full)
+	}
+	if isDev(target) {
+		x.skipped++
+		return nil
+	}
+	tdir, tbase, err := x.res.resolveFile(target, false)
+	if errors.Is(err, errSkipDev) {
+		x.skipped++
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("hardlink target %s: %w", hdr.Linkname, err)
+	}
+	tf, err := x.openDir(tdir)
+	if err != nil {
+		return fmt.Errorf("hardlink target %s: %w", hdr.Linkname, err)
+	}
+	defer tf.Close()
+	tfd := int(tf.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstatat(tfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("hardlink target %s: %w", hdr.Linkname, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return fmt.Errorf("hardlink target %s is a directory", hdr.Linkname)
+	}
+	// flags 0: link the target itself, never what a symlink points to.
+	if err := unix.Linkat(tfd, tbase, dirfd, base, 0); err != nil {
+		return fmt.Errorf("hardlink %s to %s: %w", full, hdr.Linkname, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return nil
+	}
+	return x.meta(dirfd, full, base, hdr, true)
+}
+
+// meta applies owner, mode (not for symlinks) and times to a created name.
+func (x *extractor) meta(dirfd int, full, base string, hdr *tar.Header, chmod bool) error {
+	if x.chown {
+		if err := unix.Fchownat(dirfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown %s: %w", full, err)
+		}
+	}
+	if chmod {
+		if err := unix.Fchmodat(dirfd, base, uint32(hdr.Mode)&0o7777, 0); err != nil {
+			return fmt.Errorf("chmod %s: %w", full, err)
+		}
+	}
+	return setTimes(dirfd, base, full, hdr.AccessTime, hdr.ModTime)
+}
+
+func setTimes(dirfd int, base, full string, atime, mtime time.Time) error {
+	if mtime.IsZero() {
+		return nil
+	}
+	if atime.IsZero() {
+		atime = mtime
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
+	if err := unix.UtimesNanoAt(dirfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times of %s: %w", full, err)
+	}
+	return nil
+}
+
+// remove deletes pdir/base (a whole tree for a directory) and forgets
+// whatever was cached about it.
+func (x *extractor) remove(pdir, base string) error {
+	full := path.Join(pdir, base)
+	fi, err := x.root.Lstat(full)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", full, err)
+	}
+	if fi.Mode().IsRegular() {
+		if err := x.root.Remove(full); err != nil {
+			return fmt.Errorf("remove %s: %w", full, err)
+		}
+		return nil
+	}
+	// A directory or symlink can change how any path resolves.
+	x.dropDirCache()
+	x.res.forget()
+	if fi.IsDir() {
+		for d := range x.dirs {
+			if d == full || strings.HasPrefix(d, full+"/") {
+				delete(x.dirs, d)
+			}
+		}
+	}
+	if err := x.root.RemoveAll(full); err != nil {
+		return fmt.Errorf("remove %s: %w", full, err)
+	}
+	return nil
+}
+
+func (x *extractor) whiteout(dir, target string) error {
+	if target == "" || target == "." || target == ".." {
+		return nil
+	}
+	pdir, err := x.res.resolveDir(dir, false)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errSkipDev) {
+		return nil // nothing below to hide
+	}
+	if err != nil {
+		return err
+	}
+	if pdir == "" && target == "dev" {
+		return nil
+	}
+	full := path.Join(pdir, target)
+	if x.unpacked[full] {
+		return nil // whiteouts hide lower layers only
+	}
+	return x.remove(pdir, target)
+}
+
+// opaque removes everything in dir that this layer did not create.
+func (x *extractor) opaque(dir string) error {
+	pdir, err := x.res.resolveDir(dir, true)
+	if errors.Is(err, errSkipDev) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	f, err := x.openDir(pdir)
+	if err != nil {
+		return err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("list %s: %w", pdir, err)
+	}
+	for _, n := range names {
+		if x.unpacked[path.Join(pdir, n)] {
+			continue
+		}
+		if err := x.remove(pdir, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish applies directory modes and times, deepest first so a read-only
+// parent never blocks its children.
+func (x *extractor) finish() error {
+	x.dropDirCache()
+	paths := make([]string, 0, len(x.dirs))
+	for p := range x.dirs {
+		paths = append(paths, p)
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(paths)))
+	for _, p := range paths {
+		m := x.dirs[p]
+		pdir, base := path.Split(p)
+		if p == "" {
+			pdir, base = "", "."
+		}
+		f, err := x.openDir(strings.TrimSuffix(pdir, "/"))
+		if err != nil {
+			return err
+		}
+		err = func() error {
+			defer f.Close()
+			fd := int(f.Fd())
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return fmt.Errorf("stat %s: %w", p, err)
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				return nil // replaced since; not a directory any more
+			}
+			if err := unix.Fchmodat(fd, base, m.mode, 0); err != nil {
+				return fmt.Errorf("chmod %s: %w", p, err)
+			}
+			return setTimes(fd, base, p, m.atime, m.mtime)
+		}()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func discardLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+func shortDigest(h v1.Hash) string {
+	hx := h.Hex
+	if len(hx) > 12 {
+		hx = hx[:12]
+	}
+	return h.Algorithm + ":" + hx
+}
