@@ -97,6 +97,10 @@ func ExtractRootfs(ctx context.Context, img v1.Image, dest string, o ExtractOpti
 		log.Warnf("could not set %d extended attributes (last error: %v)", x.xattrFailures, x.xattrErr)
 	}
 	x.close()
+	// os.Rename refuses to replace a directory; Remove only takes an empty one.
+	if err := os.Remove(dest); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replace empty destination: %w", err)
+	}
 	if err := os.Rename(tmp, dest); err != nil {
 		return fmt.Errorf("move rootfs into place: %w", err)
 	}
@@ -350,7 +354,8 @@ func (x *extractor) regular(dirfd int, full, base string, hdr *tar.Header, r io.
 	}
 	f := os.NewFile(uintptr(fd), full)
 	defer f.Close()
-	if _, err := io.CopyBuffer(f, r, x.buf); err != nil {
+	// Hide ReadFrom: os.File's would allocate a buffer per file.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{f}, r, x.buf); err != nil {
 		return fmt.Errorf("write %s: %w", full, err)
 	}
 	// Owner first: chown clears setuid/setgid and file capabilities.

@@ -280,7 +280,10 @@ func (p *flattenPlan) write(ctx context.Context, layers []v1.Layer, w io.Writer,
 				if e.skip {
 					continue
 				}
-				if p.needed[e.name] && (e.typ == tar.TypeReg || e.typ == tar.TypeRegA) {
+				// Replaced content a later link still shares (a kept entry
+				// is never such content: it is above every link that needs
+				// a copy).
+				if p.needed[e.name] && !p.keep[i][j] && (e.typ == tar.TypeReg || e.typ == tar.TypeRegA) {
 					if err := spoolEntry(spool, e.name, hdr, tr, tmpDir, buf); err != nil {
 						return err
 					}

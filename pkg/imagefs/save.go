@@ -11,9 +11,9 @@ import (
 )
 
 // WriteSaveTarball writes img as a `docker save` tarball at path (through a
-// temporary file renamed at the end). manifest.json names the config
-// (`<config digest>` + no extension, so `docker load` gives the image the
-// ID sha256:<config digest>) and RepoTags [repoTag]: repoTag is written as
+// temporary file renamed at the end), written by go-containerregistry's
+// tarball.Write. manifest.json names the config blob ("sha256:<hex>"; the
+// image ID `docker load` gives is that config digest) and RepoTags [repoTag]: repoTag is written as
 // given ("alpine:3", "127.0.0.1:5000/base:1"; ":latest" is appended when it
 // has no tag). An empty repoTag writes no RepoTags. Layers are copied as the
 // registry stores them (gzip stays gzip, zstd stays zstd: Docker before 23
