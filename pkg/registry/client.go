@@ -38,6 +38,7 @@ type Options struct {
 	CACerts     []CA
 	ClientCerts []ClientCert
 	UserAgent   string
+	Jobs        int // parallel blob transfers of one image (default 4)
 	Retry       RetryPolicy
 	// ResponseTimeout bounds the wait for response headers (default 2 min).
 	ResponseTimeout time.Duration
@@ -209,7 +210,12 @@ func (c *Client) RemoteOptions(ctx context.Context, repos ...name.Repository) []
 }
 
 func (c *Client) options(ctx context.Context, repos ...name.Repository) []remote.Option {
+	jobs := c.opts.Jobs
+	if jobs <= 0 {
+		jobs = 4
+	}
 	return []remote.Option{
+		remote.WithJobs(jobs),
 		remote.WithContext(ctx),
 		remote.WithTransport(c.transport),
 		c.authFor(repos...),

@@ -2,20 +2,184 @@ package resource
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/download"
+	"github.com/concourse-docker/docker-image-resource/pkg/imagefs"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
+	"github.com/concourse-docker/docker-image-resource/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// In fetches the image at version.digest into DEST.
+// In fetches the image at version.digest into DEST straight from the
+// registry: no daemon, every blob downloaded once.
 func In(ctx context.Context, env Env) error {
 	if len(env.Args) < 2 || env.Args[1] == "" {
 		return errors.New("usage: in DEST — the destination folder argument is missing")
 	}
+	dest := env.Args[1]
 	p, err := protocol.ParseIn(env.Stdin)
 	if err != nil {
 		return err
 	}
-	s := newSession(env, &p.Request.Source, p.Warnings)
-	return s.fail(errors.New("in: not implemented yet"))
+	req := p.Request
+	s := newSession(env, &req.Source, p.Warnings)
+	resp, err := get(ctx, env, s, dest, &req)
+	if err != nil {
+		return s.fail(err)
+	}
+	return writeJSON(env.Stdout, resp)
 }
+
+func get(ctx context.Context, env Env, s *session, dest string, req *protocol.InRequest) (*protocol.Response, error) {
+	src := &req.Source
+	repo, tag := src.Repository, src.TagOrDefault()
+	digest, err := v1.NewHash(req.Version.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("version.digest: %w", err)
+	}
+	if err := writableDir(dest); err != nil {
+		return nil, err
+	}
+	resp := &protocol.Response{Version: protocol.Version{Digest: digest.String()}}
+	files := map[string]string{"repository": repo, "tag": tag, "digest": digest.String()}
+
+	if !req.Params.SkipDownload {
+		id, err := fetch(ctx, env, s, dest, req, digest)
+		if err != nil {
+			return nil, err
+		}
+		files["image-id"] = id
+		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag, "image", shortID(id))
+	} else {
+		s.log.Infof("skip_download: writing only repository, tag and digest")
+		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag)
+	}
+	// The small files come last, so a get that failed half-way never looks
+	// complete.
+	for _, name := range []string{"image-id", "repository", "tag", "digest"} {
+		if v, ok := files[name]; ok {
+			if err := imagefs.WriteFileAtomic(filepath.Join(dest, name), []byte(v+"\n"), 0o644); err != nil {
+				return nil, fmt.Errorf("write %s: %w", name, err)
+			}
+		}
+	}
+	return resp, nil
+}
+
+// fetch downloads the image and writes rootfs/, metadata.json,
+// docker_inspect.json and, when asked, image and rootfs.tar. It returns the
+// image ID.
+func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.InRequest, digest v1.Hash) (string, error) {
+	src, params := &req.Source, &req.Params
+	ref := src.Repository + "@" + digest.String()
+	reg, err := registryClient(env, src, s.log)
+	if err != nil {
+		return "", err
+	}
+	plat := src.Platform.Resolve()
+	if params.Platform != nil {
+		plat = params.Platform.Resolve()
+	}
+	start := time.Now()
+	remoteImg, err := reg.Image(ctx, src.Repository, digest, v1.Platform{OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant})
+	var perr *registry.PlatformError
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return "", fmt.Errorf("image %s not found", ref)
+	case errors.As(err, &perr):
+		return "", fmt.Errorf("image %s: %w", ref, perr)
+	case err != nil:
+		return "", fmt.Errorf("fetch image %s: %s", ref, reg.Explain(err))
+	}
+	cfgName, err := remoteImg.ConfigName()
+	if err != nil {
+		return "", fmt.Errorf("fetch image %s: %s", ref, reg.Explain(err))
+	}
+	s.log.Infof("fetching %s (image %s)", ref, shortID(cfgName.String()))
+
+	// Blobs land next to DEST's files (same filesystem, so the tarball copy is
+	// cheap) and go away once everything is written.
+	blobs := filepath.Join(dest, ".download")
+	defer os.RemoveAll(blobs)
+	local, stats, err := download.Image(ctx, remoteImg, download.Options{Dir: blobs, Concurrency: src.Downloads(), Log: s.log})
+	if err != nil {
+		return "", fmt.Errorf("download %s: %s", ref, reg.Explain(err))
+	}
+	s.log.Debugf("download: %d layers, %d bytes in %s", stats.Layers, stats.Bytes, stats.Duration)
+
+	if err := imagefs.ExtractRootfs(ctx, local, filepath.Join(dest, "rootfs"), imagefs.ExtractOptions{Chown: os.Geteuid() == 0, Log: s.log}); err != nil {
+		return "", fmt.Errorf("write rootfs/: %w", err)
+	}
+	cfg, err := local.ConfigFile()
+	if err != nil {
+		return "", fmt.Errorf("read image config: %w", err)
+	}
+	meta, err := imagefs.ReadMetadata(cfg, filepath.Join(dest, "rootfs"))
+	if err != nil {
+		return "", fmt.Errorf("metadata.json: %w", err)
+	}
+	metaJSON, err := json.Marshal(meta)
+	if err != nil {
+		return "", err
+	}
+	if err := imagefs.WriteFileAtomic(filepath.Join(dest, "metadata.json"), metaJSON, 0o644); err != nil {
+		return "", fmt.Errorf("write metadata.json: %w", err)
+	}
+	repoTag := src.Repository + ":" + src.TagOrDefault()
+	inspect, err := imagefs.InspectJSON(local, repoTag, ref)
+	if err != nil {
+		return "", fmt.Errorf("docker_inspect.json: %w", err)
+	}
+	if err := imagefs.WriteFileAtomic(filepath.Join(dest, "docker_inspect.json"), inspect, 0o644); err != nil {
+		return "", fmt.Errorf("write docker_inspect.json: %w", err)
+	}
+	if params.Save {
+		phase := time.Now()
+		if err := imagefs.WriteSaveTarball(ctx, local, repoTag, filepath.Join(dest, "image")); err != nil {
+			return "", fmt.Errorf("write image (save: true): %w", err)
+		}
+		s.log.Infof("image (docker load tarball, tagged %s) written in %s", repoTag, since(phase))
+	}
+	if params.Rootfs {
+		phase := time.Now()
+		if err := imagefs.WriteRootfsTar(ctx, local, filepath.Join(dest, "rootfs.tar")); err != nil {
+			return "", fmt.Errorf("write rootfs.tar: %w", err)
+		}
+		s.log.Infof("rootfs.tar written in %s", since(phase))
+	}
+	s.log.Infof("fetched %s in %s", ref, since(start))
+	return cfgName.String(), nil
+}
+
+// writableDir makes sure DEST exists and can be written, with a message that
+// says so instead of a failure deep inside the download.
+func writableDir(dest string) error {
+	if fi, err := os.Stat(dest); err == nil && !fi.IsDir() {
+		return fmt.Errorf("destination %s is not a folder", dest)
+	}
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return fmt.Errorf("destination %s cannot be created: %w", dest, err)
+	}
+	f, err := os.CreateTemp(dest, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("destination %s is not writable: %w", dest, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// shortID is the 12 hex digits docker shows for an image ID.
+func shortID(id string) string {
+	if len(id) >= 7+12 && id[:7] == "sha256:" {
+		return id[7 : 7+12]
+	}
+	return id
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }

@@ -105,6 +105,7 @@ func registryClient(env Env, src *protocol.Source, log *logrus.Entry) (*registry
 		Insecure:   src.InsecureRegistries,
 		Mirror:     src.RegistryMirror,
 		UserAgent:  "docker-image-resource/" + Version,
+		Jobs:       src.Downloads(),
 		Log:        log,
 		Additional: map[string]authn.Basic{},
 	}
