@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/concourse-docker/docker-image-resource/pkg/resource.Version=$(VERSION)
 
-.PHONY: all build deps test unit e2e demo clean
+.PHONY: all build deps test unit e2e demo bench-get clean
 
 all: build
 
@@ -25,6 +25,10 @@ unit:
 
 e2e: deps
 	$(GO) test -count=1 -p 1 -timeout 60m ./test/...
+
+# Benchmark of the get against the old resource's way (prints a table).
+bench-get: deps
+	BENCH_OUT=$(CURDIR)/docs/benchmark-get.md $(GO) test -run '^$$' -bench BenchmarkGet -benchtime 1x -timeout 30m ./test/bench/
 
 demo: deps
 	@echo "make demo needs the put (out), which is not implemented yet: it arrives with the put issue." >&2
