@@ -3,11 +3,19 @@ package resource
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
+	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
-// Out builds or loads an image from SRC and pushes it.
+// Out builds or loads an image from SRC, pushes it under every requested
+// tag, and reports the pushed digest.
 func Out(ctx context.Context, env Env) error {
 	if len(env.Args) < 2 || env.Args[1] == "" {
 		return errors.New("usage: out SRC — the source folder argument is missing")
@@ -16,6 +24,206 @@ func Out(ctx context.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	s := newSession(env, &p.Request.Source, p.Warnings)
-	return s.fail(errors.New("out: not implemented yet: this version of the resource can check and validate requests, but cannot push"))
+	req := p.Request
+	s := newSession(env, &req.Source, p.Warnings)
+	resp, err := put(ctx, env, s, env.Args[1], &req)
+	if err != nil {
+		return s.fail(err)
+	}
+	return writeJSON(env.Stdout, resp)
+}
+
+// phases records how long each part of a put took, for the log's closing
+// summary and the response metadata.
+type phases struct {
+	start time.Time
+	names []string
+	took  map[string]time.Duration
+}
+
+func newPhases() *phases { return &phases{start: time.Now(), took: map[string]time.Duration{}} }
+
+func (p *phases) since(name string, t time.Time) {
+	if _, ok := p.took[name]; !ok {
+		p.names = append(p.names, name)
+	}
+	p.took[name] += time.Since(t)
+}
+
+func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.OutRequest) (*protocol.Response, error) {
+	src, params := &req.Source, &req.Params
+	plan, err := planPut(env, s, srcDir, req)
+	if err != nil {
+		return nil, err
+	}
+	timing := newPhases()
+
+	t := time.Now()
+	d, err := startDaemon(ctx, env, s, src)
+	timing.since("daemon start", t)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		// A fresh context: the daemon must stop also when ctx was cancelled
+		// by SIGTERM.
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := d.Stop(stopCtx); err != nil {
+			s.log.Warnf("stopping dockerd: %v", err)
+		}
+	}()
+	cli := d.Client()
+
+	t = time.Now()
+	var cacheFrom []string
+	for _, dir := range plan.bases {
+		b, err := engine.LoadBase(ctx, cli, dir, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("load_base %s: %w", rel(srcDir, dir), err)
+		}
+		s.log.Infof("loaded %s (%s) from %s", b.Ref(), engine.ShortID(b.ID), rel(srcDir, dir))
+	}
+	for _, dir := range plan.cacheFrom {
+		b, err := engine.LoadBase(ctx, cli, dir, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("cache_from %s: %w", rel(srcDir, dir), err)
+		}
+		cacheFrom = append(cacheFrom, b.Ref())
+	}
+	if len(plan.bases)+len(plan.cacheFrom) > 0 {
+		timing.since("load", t)
+	}
+
+	t = time.Now()
+	imageID, err := produce(ctx, s, cli, plan, params, cacheFrom, env)
+	timing.since(plan.source, t)
+	if err != nil {
+		return nil, err
+	}
+
+	t = time.Now()
+	results, err := engine.Push(ctx, cli, imageID, src.Repository, plan.tags, plan.auth, s.log)
+	timing.since("push", t)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", src.Repository, err)
+	}
+	digest := ""
+	for _, r := range results {
+		if r.Tag == plan.tags[0] {
+			digest = r.Digest
+		}
+	}
+	if digest == "" {
+		return nil, fmt.Errorf("push %s:%s: the daemon reported no digest", src.Repository, plan.tags[0])
+	}
+	s.log.Infof("pushed %s:%s as %s", src.Repository, strings.Join(plan.tags, ", :"), digest)
+
+	meta := protocol.Metadata("image", shortID(imageID), "tags", strings.Join(plan.tags, " "))
+	var summary []string
+	for _, n := range timing.names {
+		d := timing.took[n].Round(10 * time.Millisecond)
+		summary = append(summary, fmt.Sprintf("%s %s", n, d))
+		meta = append(meta, protocol.MetadataField{Name: "time " + n, Value: d.String()})
+	}
+	total := time.Since(timing.start).Round(10 * time.Millisecond)
+	meta = append(meta, protocol.MetadataField{Name: "time total", Value: total.String()})
+	s.log.Infof("done: %s; total %s", strings.Join(summary, ", "), total)
+	return &protocol.Response{Version: protocol.Version{Digest: digest}, Metadata: meta}, nil
+}
+
+// produce makes the image to push from the chosen source and returns its ID.
+func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, params *protocol.OutParams, cacheFrom []string, env Env) (string, error) {
+	switch plan.source {
+	case "load":
+		b, err := engine.LoadBase(ctx, cli, plan.path, s.log)
+		if err != nil {
+			return "", fmt.Errorf("load %s: %w", params.Load, err)
+		}
+		return b.ID, nil
+	case "build":
+		if params.Cache {
+			cacheRef := plan.repository + ":" + plan.cacheTag
+			if _, err := engine.Pull(ctx, cli, cacheRef, plan.auth, s.log); err != nil {
+				// The old resource's promise: a cache miss never fails a build.
+				s.log.Warnf("cache: could not pull %s, building without it: %v", cacheRef, err)
+			} else {
+				cacheFrom = append(cacheFrom, cacheRef)
+			}
+		}
+		o := engine.BuildOptions{
+			ContextDir: plan.path, Dockerfile: plan.dockerfile, Target: params.TargetName,
+			BuildArgs: plan.buildArgs, Labels: plan.labels, CacheFrom: cacheFrom, Auth: plan.auth,
+			NetworkMode: env.Hooks.BuildNetwork,
+		}
+		res, err := engine.Build(ctx, cli, o, s.log)
+		if err != nil {
+			return "", err
+		}
+		return res.ID, nil
+	case "load_file":
+		if _, err := engine.Load(ctx, cli, plan.path, s.log); err != nil {
+			return "", fmt.Errorf("load_file %s: %w", params.LoadFile, err)
+		}
+		ref := params.LoadRepository + ":" + orDefault(string(params.LoadTag), "latest")
+		ins, err := cli.ImageInspect(ctx, ref)
+		if err != nil {
+			return "", fmt.Errorf("load_file %s holds no image %s (check load_repository and load_tag): %w", params.LoadFile, ref, err)
+		}
+		return ins.ID, nil
+	case "import_file":
+		return engine.Import(ctx, cli, plan.path, plan.repository, plan.tags[0], s.log)
+	case "pull_repository":
+		ref := params.PullRepository + ":" + orDefault(string(params.PullTag), "latest")
+		id, err := engine.Pull(ctx, cli, ref, plan.auth, s.log)
+		if err != nil {
+			return "", fmt.Errorf("pull_repository %s: %w", ref, err)
+		}
+		return id, nil
+	}
+	return "", fmt.Errorf("unknown image source %q", plan.source)
+}
+
+func startDaemon(ctx context.Context, env Env, s *session, src *protocol.Source) (*daemon.Daemon, error) {
+	o := daemon.Options{
+		StartupTimeout:         time.Duration(src.StartupTimeoutSecs()) * time.Second,
+		MaxConcurrentDownloads: src.Downloads(),
+		MaxConcurrentUploads:   src.Uploads(),
+		InsecureRegistries:     src.InsecureRegistries,
+		RegistryMirror:         src.RegistryMirror,
+		Log:                    s.log,
+	}
+	for _, c := range src.CACerts {
+		o.CACerts = append(o.CACerts, daemon.CA{Domain: c.Domain, PEM: c.Cert})
+	}
+	for _, c := range src.ClientCerts {
+		o.ClientCerts = append(o.ClientCerts, daemon.ClientCert{Domain: c.Domain, Cert: c.Cert, Key: c.Key})
+	}
+	if env.Hooks.Daemon != nil {
+		env.Hooks.Daemon(&o)
+	}
+	return daemon.Start(ctx, o)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func rel(base, path string) string {
+	if r, err := filepath.Rel(base, path); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return path
+}
+
+// repoHost is the registry host of a repository, as credentials are keyed.
+func repoHost(repo string) string {
+	r, err := name.NewRepository(repo)
+	if err != nil {
+		return ""
+	}
+	return r.RegistryStr()
 }

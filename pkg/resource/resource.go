@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"syscall"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
@@ -37,6 +38,12 @@ type Env struct {
 // and shorten retry waits. Production leaves them zero.
 type Hooks struct {
 	Registry func(*registry.Options)
+	// Daemon adjusts the put's dockerd, e.g. to isolate its network on a
+	// test host.
+	Daemon func(*daemon.Options)
+	// BuildNetwork is the network mode of RUN steps ("" = the daemon's
+	// default bridge, as in production).
+	BuildNetwork string
 }
 
 // Command is one of Check, In, Out.
@@ -94,10 +101,19 @@ func secretsOf(src *protocol.Source) []string {
 
 var ecrPattern = regexp.MustCompile(`^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/`)
 
+// ecrUnsupported refuses AWS keys for an ECR repository until the token
+// exchange exists, rather than failing later with a confusing 401.
+func ecrUnsupported(src *protocol.Source) error {
+	if src.AWSAccessKeyID != "" && ecrPattern.MatchString(src.Repository) {
+		return fmt.Errorf("source.aws_access_key_id: ECR token exchange is not implemented yet; for now put an ECR token in source.password with username AWS")
+	}
+	return nil
+}
+
 // registryClient builds the registry client for a source.
 func registryClient(env Env, src *protocol.Source, log *logrus.Entry) (*registry.Client, error) {
-	if src.AWSAccessKeyID != "" && ecrPattern.MatchString(src.Repository) {
-		return nil, fmt.Errorf("source.aws_access_key_id: ECR token exchange is not implemented yet; for now put an ECR token in source.password with username AWS")
+	if err := ecrUnsupported(src); err != nil {
+		return nil, err
 	}
 	o := registry.Options{
 		Username:   src.Username,

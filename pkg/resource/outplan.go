@@ -1,0 +1,302 @@
+package resource
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
+)
+
+// putPlan is a put request checked against SRC: every file read and every
+// path resolved before a daemon is started, so bad input fails in
+// milliseconds and nothing is pushed.
+type putPlan struct {
+	repository string
+	tags       []string // the push tag first
+	cacheTag   string
+	source     string // load, build, load_file, import_file, pull_repository
+	path       string // the source's file or folder, absolute
+	dockerfile string
+	buildArgs  map[string]string
+	labels     map[string]string
+	bases      []string
+	cacheFrom  []string
+	auth       engine.RegistryAuth
+}
+
+// buildArgVars may be referenced as $VAR or ${VAR} in build_args values;
+// Concourse sets them for the put.
+var buildArgVars = []string{"BUILD_ID", "BUILD_NAME", "BUILD_JOB_NAME", "BUILD_PIPELINE_NAME",
+	"BUILD_TEAM_NAME", "ATC_EXTERNAL_URL", "BUILD_URL", "BUILD_CREATED_BY"}
+
+func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*putPlan, error) {
+	src, params := &req.Source, &req.Params
+	if fi, err := os.Stat(srcDir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("source folder %s does not exist", srcDir)
+	}
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(srcDir, p)
+	}
+	plan := &putPlan{repository: src.Repository}
+	if err := ecrUnsupported(src); err != nil {
+		return nil, err
+	}
+	if params.DockerBuildkit || len(params.Secrets) > 0 {
+		return nil, errors.New("params.docker_buildkit and params.secrets: BuildKit builds are not implemented yet; remove them to build with the classic builder")
+	}
+
+	tag, err := pushTag(s, src, params, abs)
+	if err != nil {
+		return nil, err
+	}
+	plan.tags = []string{tag}
+	if params.AdditionalTags != "" {
+		path := abs(params.AdditionalTags)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("additional tags file '%s' does not exist", params.AdditionalTags)
+		}
+		for _, t := range strings.Fields(string(b)) {
+			if err := protocol.ValidateTag("params.additional_tags ("+params.AdditionalTags+")", t); err != nil {
+				return nil, err
+			}
+			plan.tags = appendUnique(plan.tags, t)
+		}
+	}
+	if params.TagAsLatest {
+		plan.tags = appendUnique(plan.tags, "latest")
+	}
+	plan.cacheTag = orDefault(string(params.CacheTag), tag)
+
+	// The old priority: the first source present wins, the rest are ignored.
+	sources := []struct{ name, value string }{
+		{"load", params.Load}, {"build", params.Build}, {"load_file", params.LoadFile},
+		{"import_file", params.ImportFile}, {"pull_repository", params.PullRepository},
+	}
+	var ignored []string
+	for _, c := range sources {
+		if c.value == "" {
+			continue
+		}
+		if plan.source == "" {
+			plan.source, plan.path = c.name, c.value
+		} else {
+			ignored = append(ignored, c.name)
+		}
+	}
+	if plan.source == "" {
+		return nil, errors.New("must specify build, load, load_file, import_file, or pull_repository params")
+	}
+	if len(ignored) > 0 {
+		s.log.Warnf("using params.%s; ignoring params.%s (only one image source is used)", plan.source, strings.Join(ignored, ", params."))
+	}
+	if plan.source != "pull_repository" {
+		plan.path = abs(plan.path)
+	}
+	switch plan.source {
+	case "load":
+		if err := checkSavedImage("load", plan.path); err != nil {
+			return nil, err
+		}
+	case "build":
+		if fi, err := os.Stat(plan.path); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("params.build: the build context %s is not a folder", params.Build)
+		}
+		df := filepath.Join(plan.path, "Dockerfile")
+		if params.Dockerfile != "" {
+			df = abs(params.Dockerfile)
+		}
+		if fi, err := os.Stat(df); err != nil || !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("It doesn't appear that given Dockerfile: %q is a file", df)
+		}
+		plan.dockerfile = df
+		if plan.buildArgs, err = buildArgs(params, abs); err != nil {
+			return nil, err
+		}
+		if plan.labels, err = labels(params, abs); err != nil {
+			return nil, err
+		}
+	case "load_file":
+		if params.LoadRepository == "" {
+			return nil, errors.New("must specify load_repository param")
+		}
+		if err := regularFile("params.load_file", plan.path); err != nil {
+			return nil, err
+		}
+	case "import_file":
+		if err := regularFile("params.import_file", plan.path); err != nil {
+			return nil, err
+		}
+	case "pull_repository":
+		s.log.Warn("params.pull_repository is deprecated: get the image with save: true and put it with params.load instead")
+	}
+
+	for _, b := range append([]string{params.LoadBase}, params.LoadBases...) {
+		if b == "" {
+			continue
+		}
+		if err := checkSavedImage("load_base", abs(b)); err != nil {
+			return nil, err
+		}
+		plan.bases = append(plan.bases, abs(b))
+	}
+	for _, c := range params.CacheFrom {
+		if err := checkSavedImage("cache_from", abs(c)); err != nil {
+			return nil, err
+		}
+		plan.cacheFrom = append(plan.cacheFrom, abs(c))
+	}
+
+	creds := map[string]engine.Credentials{}
+	if src.Username != "" {
+		creds[repoHost(src.Repository)] = engine.Credentials{Username: src.Username, Password: src.Password}
+	}
+	for _, r := range src.AdditionalPrivateRegistries {
+		creds[r.Registry] = engine.Credentials{Username: r.Username, Password: r.Password}
+	}
+	plan.auth = engine.NewRegistryAuth(creds)
+	return plan, nil
+}
+
+// pushTag is tag_file's content (trimmed, with tag_prefix), else the
+// deprecated params.tag file, else source.tag.
+func pushTag(s *session, src *protocol.Source, params *protocol.OutParams, abs func(string) string) (string, error) {
+	file, field := params.TagFile, "params.tag_file"
+	if file == "" && params.Tag != "" {
+		file, field = params.Tag, "params.tag"
+		s.log.Warn("params.tag is deprecated: use params.tag_file")
+	}
+	if file == "" {
+		if params.TagPrefix != "" {
+			s.log.Warn("params.tag_prefix only applies to a tag read from tag_file; ignoring it")
+		}
+		return src.TagOrDefault(), nil
+	}
+	b, err := os.ReadFile(abs(file))
+	if err != nil {
+		return "", fmt.Errorf("tag file '%s' does not exist", file)
+	}
+	tag := params.TagPrefix + strings.TrimSpace(string(b))
+	if strings.TrimSpace(string(b)) == "" {
+		return "", fmt.Errorf("%s: tag file '%s' is empty", field, file)
+	}
+	if err := protocol.ValidateTag(field+" ("+file+")", tag); err != nil {
+		return "", err
+	}
+	return tag, nil
+}
+
+// checkSavedImage checks a folder from a get with save: true before the
+// daemon starts.
+func checkSavedImage(param, dir string) error {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("params.%s: %s is not a folder (it should be the output of a get with save: true)", param, dir)
+	}
+	for _, f := range []string{engine.BaseImageFile, engine.BaseImageIDFile, engine.BaseRepositoryFile, engine.BaseTagFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			return fmt.Errorf("params.%s: %s has no %q file — did the get have params: {save: true}?", param, dir, f)
+		}
+	}
+	return nil
+}
+
+func regularFile(field, path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %s does not exist", field, path)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: %s is not a file", field, path)
+	}
+	return nil
+}
+
+// buildArgs merges proxy variables, build_args_file and build_args (later
+// ones win), expanding Concourse's build variables in build_args only.
+func buildArgs(params *protocol.OutParams, abs func(string) string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, k := range []string{"http_proxy", "https_proxy", "no_proxy"} {
+		if v := os.Getenv(k); v != "" {
+			out[k] = v
+		}
+	}
+	if params.BuildArgsFile != "" {
+		m, err := readScalarMap(abs(params.BuildArgsFile))
+		if err != nil {
+			return nil, fmt.Errorf("Failed to parse build_args_file (%s): %w", params.BuildArgsFile, err)
+		}
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	for k, v := range params.BuildArgs {
+		out[k] = expandBuildVars(string(v))
+	}
+	return out, nil
+}
+
+var buildVarPattern = regexp.MustCompile(`\$\{(` + strings.Join(buildArgVars, "|") + `)\}|\$(` + strings.Join(buildArgVars, "|") + `)\b`)
+
+// expandBuildVars replaces $VAR and ${VAR} for Concourse's build variables
+// only; any other $ text is the user's and stays as written.
+func expandBuildVars(v string) string {
+	return buildVarPattern.ReplaceAllStringFunc(v, func(m string) string {
+		return os.Getenv(strings.Trim(m, "${}"))
+	})
+}
+
+func labels(params *protocol.OutParams, abs func(string) string) (map[string]string, error) {
+	out := map[string]string{}
+	if params.LabelsFile != "" {
+		m, err := readScalarMap(abs(params.LabelsFile))
+		if err != nil {
+			return nil, fmt.Errorf("Failed to parse labels_file (%s): %w", params.LabelsFile, err)
+		}
+		out = m
+	}
+	for k, v := range params.Labels {
+		out[k] = string(v)
+	}
+	return out, nil
+}
+
+// readScalarMap reads a JSON object of strings, numbers and booleans.
+func readScalarMap(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read it: %w", err)
+	}
+	var raw map[string]protocol.Scalar
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("expected a JSON object of strings, numbers or booleans: %w", err)
+	}
+	out := map[string]string{}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out[k] = string(raw[k])
+	}
+	return out, nil
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
