@@ -78,11 +78,9 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	t = time.Now()
 	var cacheFrom []string
 	for _, dir := range plan.bases {
-		b, err := engine.LoadBase(ctx, cli, dir, s.log)
-		if err != nil {
+		if _, err := engine.LoadBase(ctx, cli, dir, s.log); err != nil {
 			return nil, fmt.Errorf("load_base %s: %w", rel(srcDir, dir), err)
 		}
-		s.log.Infof("loaded %s (%s) from %s", b.Ref(), engine.ShortID(b.ID), rel(srcDir, dir))
 	}
 	for _, dir := range plan.cacheFrom {
 		b, err := engine.LoadBase(ctx, cli, dir, s.log)
