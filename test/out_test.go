@@ -155,3 +155,203 @@ func TestPutErrorsPushNothing(t *testing.T) {
 		t.Error("a failed put pushed errs/app:latest")
 	}
 }
+
+// TestPutDaemonTLS: the target registry lives on a test host of our own with
+// a CA of its own and mutual TLS, so dockerd must use ca_certs and
+// client_certs (through certs.d) both to pull FROM and to push.
+func TestPutDaemonTLS(t *testing.T) {
+	nh := testenv.NewNetHost(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{NetHost: nh, ClientCA: testenv.NewCA(t)})
+	reg.Push(t, "tls/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
+	srcDir := t.TempDir()
+	writeFiles(t, srcDir, map[string]string{"app/Dockerfile": "FROM " + reg.Host + "/tls/base:1\nRUN touch /built\n"})
+	certs := map[string]any{
+		"ca_certs":     []map[string]any{{"domain": reg.Host, "cert": string(reg.CA.CertPEM)}},
+		"client_certs": []map[string]any{{"domain": reg.Host, "cert": string(reg.ClientCertPEM), "key": string(reg.ClientKeyPEM)}},
+	}
+	resp := putOK(t, srcDir, map[string]any{"source": source(reg, "tls/app", certs), "params": map[string]any{"build": "app"}})
+	desc, err := remote.Head(reg.Ref(t, "tls/app:latest"), reg.RemoteOptions()...)
+	if err != nil || desc.Digest.String() != resp.Version.Digest {
+		t.Fatalf("pushed %v, registry has %v (%v)", resp.Version.Digest, desc, err)
+	}
+
+	delete(certs, "client_certs")
+	r := runOut(t, srcDir, map[string]any{"source": source(reg, "tls/app2", certs), "params": map[string]any{"build": "app"}})
+	if r.err == nil {
+		t.Fatal("a put without the client certificate succeeded")
+	}
+	t.Logf("without client_certs: %v", r.err)
+}
+
+func TestPutImageSources(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	base := testenv.BusyboxImage(t, testenv.ImageOptions{Labels: map[string]string{"from": "base"}})
+	baseDigest := reg.Push(t, "src/base:1", base).String()
+	baseID, _ := base.ConfigName()
+	srcDir := t.TempDir()
+	getOK(t, filepath.Join(srcDir, "saved"), map[string]any{
+		"source": source(reg, "src/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": baseDigest},
+		"params": map[string]any{"save": true, "rootfs": true},
+	})
+	pushedID := func(repoTag string) string {
+		img, err := remote.Image(reg.Ref(t, repoTag), reg.RemoteOptions()...)
+		if err != nil {
+			t.Fatalf("%s: %v", repoTag, err)
+		}
+		id, _ := img.ConfigName()
+		return id.String()
+	}
+
+	t.Run("load pushes the saved image as is", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "src/loaded", nil), "params": map[string]any{"load": "saved"}})
+		if got := pushedID("src/loaded:latest"); got != baseID.String() {
+			t.Errorf("pushed %s, want %s", got, baseID)
+		}
+	})
+	t.Run("load_file with load_repository and load_tag", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "src/file", map[string]any{"tag": 7}), "params": map[string]any{
+			"load_file": "saved/image", "load_repository": reg.Host + "/src/base", "load_tag": 1}})
+		if got := pushedID("src/file:7"); got != baseID.String() {
+			t.Errorf("pushed %s, want %s", got, baseID)
+		}
+	})
+	t.Run("import_file", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "src/imported", nil), "params": map[string]any{"import_file": "saved/rootfs.tar"}})
+		img, err := remote.Image(reg.Ref(t, "src/imported:latest"), reg.RemoteOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if layers, _ := img.Layers(); len(layers) != 1 {
+			t.Errorf("an imported image has one layer, got %d", len(layers))
+		}
+	})
+	t.Run("pull_repository (deprecated)", func(t *testing.T) {
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "src/pulled", nil), "params": map[string]any{"pull_repository": reg.Host + "/src/base", "pull_tag": "1"}})
+		if r.err != nil {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "deprecated") || pushedID("src/pulled:latest") != baseID.String() {
+			t.Errorf("stderr %s", r.stderr)
+		}
+	})
+	t.Run("several sources: the first wins, with a warning", func(t *testing.T) {
+		writeFiles(t, srcDir, map[string]string{"never/Dockerfile": "FROM scratch\nLABEL x=y\n"})
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "src/prio", nil), "params": map[string]any{"load": "saved", "build": "never"}})
+		if r.err != nil {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "ignoring params.build") || pushedID("src/prio:latest") != baseID.String() {
+			t.Errorf("stderr %s", r.stderr)
+		}
+	})
+	t.Run("load_base whose image does not match image-id", func(t *testing.T) {
+		bad := filepath.Join(srcDir, "bad")
+		os.MkdirAll(bad, 0o755)
+		for _, f := range []string{"image", "repository", "tag"} {
+			b, _ := os.ReadFile(filepath.Join(srcDir, "saved", f))
+			os.WriteFile(filepath.Join(bad, f), b, 0o644)
+		}
+		os.WriteFile(filepath.Join(bad, "image-id"), []byte("sha256:"+strings.Repeat("1", 64)), 0o644)
+		writeFiles(t, srcDir, map[string]string{"b/Dockerfile": "FROM " + reg.Host + "/src/base:1\n"})
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "src/mismatch", nil), "params": map[string]any{"build": "b", "load_base": "bad"}})
+		if r.err == nil || !strings.Contains(r.err.Error(), strings.Repeat("1", 12)) {
+			t.Fatalf("err %v", r.err)
+		}
+		if _, err := remote.Head(reg.Ref(t, "src/mismatch:latest"), reg.RemoteOptions()...); err == nil {
+			t.Error("pushed despite the mismatch")
+		}
+	})
+}
+
+func TestPutBuildOptions(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg.Push(t, "opt/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
+	srcDir := t.TempDir()
+	from := "FROM " + reg.Host + "/opt/base:1"
+	writeFiles(t, srcDir, map[string]string{
+		"multi/Dockerfile":   from + " AS first\nLABEL stage=first\n" + from + " AS second\nRUN false\n",
+		"args/Dockerfile":    from + "\nARG A\nARG B\nARG C\nRUN test \"$A\" = from-file && test \"$B\" = 1.10 && test \"$C\" = \"job-42 \\$HOME\"\n",
+		"args.json":          `{"A": "from-file", "B": "overridden"}`,
+		"labels.json":        `{"team": "core", "n": 3}`,
+		"fail/Dockerfile":    from + "\nRUN echo about to fail && exit 3\n",
+		"cache/Dockerfile":   from + "\nRUN echo cached > /c\n",
+		"ctx/Dockerfile.alt": from + "\nCOPY . /ctx\nRUN test -e /ctx/kept && test ! -e /ctx/Dockerfile.alt\n",
+		"ctx/sub/kept":       "x",
+		"docker/Dockerfile":  from + "\nCOPY kept /kept\n",
+		"docker/kept":        "x",
+	})
+	t.Setenv("BUILD_JOB_NAME", "job-42")
+
+	t.Run("target_name builds the named stage", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "opt/multi", nil), "params": map[string]any{"build": "multi", "target_name": "first"}})
+		img, _ := remote.Image(reg.Ref(t, "opt/multi:latest"), reg.RemoteOptions()...)
+		cfg, _ := img.ConfigFile()
+		if cfg.Config.Labels["stage"] != "first" {
+			t.Errorf("labels %v", cfg.Config.Labels)
+		}
+	})
+	t.Run("build_args, build_args_file, expansion, labels_file", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "opt/args", nil), "params": map[string]any{
+			"build": "args", "build_args_file": "args.json", "labels_file": "labels.json",
+			"build_args": map[string]any{"B": json.Number("1.10"), "C": "$BUILD_JOB_NAME $HOME"},
+		}})
+		img, _ := remote.Image(reg.Ref(t, "opt/args:latest"), reg.RemoteOptions()...)
+		cfg, _ := img.ConfigFile()
+		if cfg.Config.Labels["team"] != "core" || cfg.Config.Labels["n"] != "3" {
+			t.Errorf("labels %v", cfg.Config.Labels)
+		}
+	})
+	t.Run("dockerfile outside the build context", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "opt/ctx", nil), "params": map[string]any{"build": "ctx/sub", "dockerfile": "ctx/Dockerfile.alt"}})
+	})
+	t.Run("a failing RUN step pushes nothing", func(t *testing.T) {
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "opt/fail", nil), "params": map[string]any{"build": "fail"}})
+		if r.err == nil || !strings.Contains(r.err.Error(), "about to fail") {
+			t.Fatalf("err %v", r.err)
+		}
+		if _, err := remote.Head(reg.Ref(t, "opt/fail:latest"), reg.RemoteOptions()...); err == nil {
+			t.Error("pushed after a failed build")
+		}
+	})
+	t.Run("cache miss is a warning, cache hit reuses layers", func(t *testing.T) {
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "opt/cache", nil), "params": map[string]any{"build": "cache", "cache": true}})
+		if r.err != nil || !strings.Contains(r.stderr, "building without it") {
+			t.Fatalf("miss: %v\n%s", r.err, r.stderr)
+		}
+		r = runOut(t, srcDir, map[string]any{"source": source(reg, "opt/cache", nil), "params": map[string]any{"build": "cache", "cache": true, "cache_tag": "latest"}})
+		if r.err != nil || !strings.Contains(r.stderr, "Using cache") {
+			t.Fatalf("hit: %v\n%s", r.err, r.stderr)
+		}
+	})
+	t.Run("deprecated tag param and source tag", func(t *testing.T) {
+		writeFiles(t, srcDir, map[string]string{"tagfile": "from-tag-param\n"})
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "opt/tags", map[string]any{"tag": "src"}), "params": map[string]any{"build": "docker", "tag": "tagfile"}})
+		if r.err != nil || !strings.Contains(r.stderr, "params.tag is deprecated") {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		if _, err := remote.Head(reg.Ref(t, "opt/tags:from-tag-param"), reg.RemoteOptions()...); err != nil {
+			t.Error(err)
+		}
+		putOK(t, srcDir, map[string]any{"source": source(reg, "opt/tags", map[string]any{"tag": "src"}), "params": map[string]any{"build": "docker"}})
+		if _, err := remote.Head(reg.Ref(t, "opt/tags:src"), reg.RemoteOptions()...); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func TestPutDaemonStartFailure(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	srcDir := t.TempDir()
+	writeFiles(t, srcDir, map[string]string{"app/Dockerfile": "FROM scratch\n"})
+	fake := filepath.Join(t.TempDir(), "dockerd")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho 'level=fatal msg=\"pretend the daemon cannot start\"' >&2\nsleep 30\n"), 0o755)
+	b, _ := json.Marshal(map[string]any{"source": source(reg, "fail/app", map[string]any{"startup_timeout": 2}), "params": map[string]any{"build": "app"}})
+	var out, errb strings.Builder
+	env := resource.Env{Stdin: strings.NewReader(string(b)), Stdout: &out, Stderr: &errb, Args: []string{"out", srcDir}}
+	env.Hooks.Daemon = func(o *daemon.Options) { o.Isolated = true; o.Binary = fake }
+	err := resource.Out(t.Context(), env)
+	if err == nil || !strings.Contains(err.Error(), "Docker failed to start within 2 seconds. Consider increasing 'startup_timeout' in source configuration.") ||
+		!strings.Contains(err.Error(), "pretend the daemon cannot start") {
+		t.Fatalf("err %v\n%s", err, errb.String())
+	}
+}

@@ -476,14 +476,13 @@ func TestCertsVisibleToDockerdOnly(t *testing.T) {
 	compareSnapshots(t, before, after)
 }
 
-// fakeDockerd writes a dockerd that answers --version and otherwise logs and
-// hangs, recording its pids in pidFile.
+// fakeDockerd writes a dockerd that logs and hangs, recording its pids in
+// pidFile.
 func fakeDockerd(t *testing.T) (bin, pidFile string) {
 	dir := t.TempDir()
 	bin = filepath.Join(dir, "dockerd")
 	pidFile = filepath.Join(dir, "pids")
 	script := `#!/bin/sh
-if [ "$1" = "--version" ]; then echo "Docker version 20.10.24, build fake"; exit 0; fi
 echo "fake dockerd: starting with $*"
 echo "fake dockerd: stuck waiting for something" >&2
 sleep 600 &
@@ -558,6 +557,51 @@ func TestStartupTimeoutReportsLog(t *testing.T) {
 	t.Logf("error after %s:\n%v", took, err)
 	checkParentEmpty(t, parent)
 	checkPidsGone(t, pidFile)
+}
+
+// A dockerd that rejects deprecated-key-path (as a future one might) is
+// started again without it.
+func TestKeyPathRejectedRetried(t *testing.T) {
+	requireDockerd(t)
+	unlock := testenv.LockDockerd(t)
+	defer unlock()
+	real, err := exec.LookPath("dockerd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "dockerd")
+	script := `#!/bin/sh
+cfg=
+prev=
+for a in "$@"; do [ "$prev" = --config-file ] && cfg=$a; prev=$a; done
+if grep -q deprecated-key-path "$cfg"; then
+	echo "unable to configure the Docker daemon with file $cfg: the following directives don't match any configuration option: deprecated-key-path" >&2
+	exit 1
+fi
+exec ` + real + ` "$@"
+`
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log, buf := testLog(t)
+	d, err := Start(context.Background(), Options{Isolated: true, Log: log, Binary: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop(context.Background())
+	if !strings.Contains(buf.String(), "starting it again without") {
+		t.Errorf("no retry logged:\n%s", buf)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(d.dir, "daemon.json"))
+	if strings.Contains(string(cfg), "deprecated-key-path") {
+		t.Errorf("daemon.json still has the key path: %s", cfg)
+	}
+	if _, err := d.Client().Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestEarlyExitFailsFast(t *testing.T) {

@@ -42,6 +42,9 @@ type RegistryOptions struct {
 	ClientCA *CA
 	// ExtraNames are extra DNS SANs for the server cert, e.g. "index.docker.io".
 	ExtraNames []string
+	// NetHost runs the registry inside that test host's namespace, at its
+	// address (for daemon-side TLS tests: dockerd ignores certs.d for 127.x).
+	NetHost *NetHost
 }
 
 // Registry is a running distribution registry.
@@ -73,13 +76,16 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		opts.TLS = true
 	}
 	host := opts.Host
+	if opts.NetHost != nil {
+		host = opts.NetHost.IP
+	}
 	if host == "" {
 		host = "127.0.0.1"
 		if opts.TLS {
 			host = "127.0.0.2"
 		}
 	}
-	if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
+	if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() && opts.NetHost == nil {
 		t.Fatalf("testenv: registry host %s is not a loopback address", host)
 	}
 
@@ -128,14 +134,21 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	// A port found free can be taken before the registry binds it: retry.
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePortOn(host)
-		if err != nil {
+		var port int
+		var err error
+		if opts.NetHost != nil {
+			port = 5000 + attempt // the namespace is ours alone
+		} else if port, err = freePortOn(host); err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
 		r.Host = net.JoinHostPort(host, strconv.Itoa(port))
 		cfgPath := filepath.Join(r.Dir, "config.yml")
 		writeFile(t, cfgPath, []byte(r.config(t)))
-		r.proc, err = startProc(RegistryBinary, []string{"serve", cfgPath}, r.logPath, syscall.SIGKILL, 0)
+		bin, args := RegistryBinary, []string{"serve", cfgPath}
+		if opts.NetHost != nil {
+			bin, args = "ip", append([]string{"netns", "exec", opts.NetHost.Name, RegistryBinary}, args...)
+		}
+		r.proc, err = startProc(bin, args, r.logPath, syscall.SIGKILL, 0)
 		if err != nil {
 			t.Fatalf("testenv: %v", err)
 		}

@@ -1,0 +1,54 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMain fails the run if the tests left anything behind on the host:
+// daemons, mounts, state folders, a bridge.
+func TestMain(m *testing.M) {
+	before := leftovers()
+	code := m.Run()
+	after := leftovers()
+	for _, l := range after {
+		if !contains(before, l) {
+			fmt.Fprintf(os.Stderr, "left behind after the tests: %s\n", l)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func leftovers() []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		switch name := strings.TrimSpace(string(b)); name {
+		case "dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-registry":
+			out = append(out, "process "+name+" "+filepath.Base(filepath.Dir(p)))
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "/dkd-") || strings.Contains(l, "/dk-") {
+				out = append(out, "mount "+l)
+			}
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "dkd-*"))
+	for _, d := range dirs {
+		out = append(out, "folder "+d)
+	}
+	if _, err := os.Stat("/sys/class/net/docker0"); err == nil {
+		out = append(out, "bridge docker0")
+	}
+	return out
+}
