@@ -109,7 +109,7 @@ func TestBinariesProcessContract(t *testing.T) {
 		t.Errorf("in without DEST: code %d stderr %q", code, stderr)
 	}
 	_, stderr, code = run("out", `{"source":{"repository":"x"},"params":{}}`, t.TempDir())
-	if code != 1 || !strings.Contains(stderr, "not implemented yet") {
+	if code != 1 || !strings.Contains(stderr, "must specify build, load, load_file, import_file, or pull_repository params") {
 		t.Errorf("out: code %d stderr %q", code, stderr)
 	}
 }

@@ -2,12 +2,7 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"io"
-	stdlog "log"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -15,78 +10,25 @@ import (
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/api/types/image"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// nonLoopbackIPv4 is an address of this host that dockerd does not treat as
-// an insecure registry (it always does for 127.0.0.0/8), or "".
-func nonLoopbackIPv4() string {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return ""
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-			return n.IP.String()
-		}
-	}
-	return ""
-}
-
-// mTLSRegistry serves an in-memory registry on ip with a certificate from
-// its own CA, and requires client certificates from clientCA.
-func mTLSRegistry(t *testing.T, ip string, clientCA *testenv.CA) (host string, ca *testenv.CA) {
-	t.Helper()
-	ca = testenv.NewCA(t)
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{
-		Handler: registry.New(registry.Logger(stdlog.New(io.Discard, "", 0))),
-		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{ca.IssueTLS(t, ip)},
-			ClientCAs:    clientCA.Pool(),
-			ClientAuth:   tls.RequireAndVerifyClientCert,
-			MinVersion:   tls.VersionTLS12,
-		},
-		ErrorLog: stdlog.New(io.Discard, "", 0), // the refused handshakes are expected
-	}
-	go func() { _ = srv.ServeTLS(l, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return l.Addr().String(), ca
-}
-
 // CA and client certificates given to Start are what dockerd uses to talk
-// to a registry with its own CA that requires mutual TLS.
+// to a registry with its own CA that requires mutual TLS. The registry runs
+// on a test host of our own (a network namespace): dockerd treats every
+// 127.x address as insecure and would never read certs.d for it.
 func TestCertsUsedForRegistryPulls(t *testing.T) {
 	requireDockerd(t)
-	ip := nonLoopbackIPv4()
-	if ip == "" {
-		t.Skip("no non-loopback address: dockerd would treat the registry as insecure and ignore certs.d")
-	}
 	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
 		t.Setenv(k, "")
 	}
-	clientCA := testenv.NewCA(t)
-	host, ca := mTLSRegistry(t, ip, clientCA)
-	certPEM, keyPEM := clientCA.Issue(t, "dockerd-client")
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{NetHost: testenv.NewNetHost(t), ClientCA: testenv.NewCA(t), NoAuth: true})
+	host, ca := reg.Host, reg.CA
+	certPEM, keyPEM := reg.ClientCertPEM, reg.ClientKeyPEM
 	ref, err := name.NewTag(host + "/test/busybox:1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.Proxy = nil
-	tr.TLSClientConfig = &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}}
-	if err := remote.Write(ref, testenv.BusyboxImage(t, testenv.ImageOptions{}), remote.WithTransport(tr)); err != nil {
-		t.Fatalf("pushing the test image: %v", err)
-	}
+	reg.Push(t, "test/busybox:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
 
 	unlock := testenv.LockDockerd(t)
 	defer unlock()

@@ -32,6 +32,18 @@
 // Containers get their cgroups under a parent named after the state folder
 // (cgroupfs driver), so Stop can kill and remove whatever is left.
 //
+// # daemon.json
+//
+// The daemon's own daemon.json pins the classic image store
+// (features.containerd-snapshotter false: Docker 29 would otherwise use the
+// containerd store, where image IDs are manifest digests, not config
+// digests) and points deprecated-key-path into the state folder (20.10 would
+// write /etc/docker/key.json). 20.10 rejects unknown top-level keys but not
+// unknown feature names, and dockerd ignores deprecated-key-path since
+// 22.06, so one file fits every version without asking dockerd for its
+// version (200 ms); a dockerd that rejects the key is started again without
+// it.
+//
 // # Data root
 //
 // /scratch is a Concourse volume on the worker's real filesystem; the

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,7 +80,7 @@ func startProc(name string, args []string, logPath string, deathSig syscall.Sign
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig, Unshareflags: unshare}
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
@@ -235,4 +236,34 @@ func pidsMentioning(s string) []int {
 		}
 	}
 	return pids
+}
+
+// Pdeathsig fires when the *thread* that forked the child ends, not the
+// process. Go ends an OS thread when a goroutine locked to it exits (the
+// daemon package does that on Stop), and that thread may be the one that
+// started a registry. So every child is started from one thread that is
+// locked for good and never ends.
+var (
+	spawnOnce sync.Once
+	spawnReq  chan spawnCall
+)
+
+type spawnCall struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func spawn(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReq = make(chan spawnCall)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for c := range spawnReq {
+				c.done <- c.cmd.Start()
+			}
+		}()
+	})
+	c := spawnCall{cmd: cmd, done: make(chan error, 1)}
+	spawnReq <- c
+	return <-c.done
 }
