@@ -76,7 +76,7 @@ func TestPutSeedScenario(t *testing.T) {
 	reg.Delete(t, "team/base@"+baseDigest) // nothing may pull it from now on
 
 	writeFiles(t, srcDir, map[string]string{
-		"app/Dockerfile": "FROM " + reg.Host + "/team/base:1.0\nARG GREETING\nRUN test \"$GREETING\" = hello && echo built > /built\nLABEL stage=final\n",
+		"app/Dockerfile":  "FROM " + reg.Host + "/team/base:1.0\nARG GREETING\nRUN test \"$GREETING\" = hello && echo built > /built\nLABEL stage=final\n",
 		"app/ignored.txt": "x", "app/.dockerignore": "ignored.txt\n",
 		"version": "2.3.4\n",
 		"more":    "extra  stable\n",
