@@ -33,7 +33,11 @@ func leftovers() []string {
 		}
 		switch name := strings.TrimSpace(string(b)); name {
 		case "dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-registry":
-			out = append(out, "process "+name+" "+filepath.Base(filepath.Dir(p)))
+			// Ours are our children, or orphans adopted by init; other test
+			// binaries running meanwhile have their own.
+			if ppid := parentOf(filepath.Dir(p)); ppid == os.Getpid() || ppid == 1 {
+				out = append(out, "process "+name+" "+filepath.Base(filepath.Dir(p)))
+			}
 		}
 	}
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
@@ -51,4 +55,18 @@ func leftovers() []string {
 		out = append(out, "bridge docker0")
 	}
 	return out
+}
+
+func parentOf(procDir string) int {
+	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	ppid := 0
+	if len(fields) > 1 {
+		fmt.Sscan(fields[1], &ppid)
+	}
+	return ppid
 }

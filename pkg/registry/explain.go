@@ -64,6 +64,10 @@ func explain(err error, host string) string {
 		return fmt.Sprintf("the TLS certificate of %s is not valid: %s", host, invalid.Error())
 	case strings.Contains(err.Error(), "remote error: tls:"):
 		return fmt.Sprintf("%s rejected the TLS handshake (%s): if it requires a client certificate, set source.client_certs for domain %q", host, err.Error()[strings.Index(err.Error(), "remote error: tls:")+len("remote error: "):], host)
+	case strings.Contains(err.Error(), "http2: client conn could not be established"):
+		// TLS 1.3 reports a refused client certificate only on the first
+		// read; over HTTP/2 that surfaces as this.
+		return fmt.Sprintf("%s closed the TLS connection during set-up: if it requires a client certificate, set source.client_certs for domain %q", host, host)
 	case errors.As(err, &recHdr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Sprintf("%s answered plain HTTP to an HTTPS request: if it really serves plain HTTP, list %q in source.insecure_registries", host, host)
 	case errors.Is(err, syscall.ECONNREFUSED):
