@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain fails the run if the tests left anything behind on the host:
@@ -13,14 +14,29 @@ import (
 func TestMain(m *testing.M) {
 	before := leftovers()
 	code := m.Run()
-	after := leftovers()
-	for _, l := range after {
-		if !contains(before, l) {
-			fmt.Fprintf(os.Stderr, "left behind after the tests: %s\n", l)
-			code = 1
+	// Killed processes take a moment to be reaped by init; give them that.
+	var after []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		after = newSince(before, leftovers())
+		if len(after) == 0 || time.Now().After(deadline) {
+			break
 		}
 	}
+	for _, l := range after {
+		fmt.Fprintf(os.Stderr, "left behind after the tests: %s\n", l)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+func newSince(before, now []string) []string {
+	var out []string
+	for _, l := range now {
+		if !contains(before, l) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func leftovers() []string {
@@ -65,7 +81,7 @@ func parentOf(procDir string) int {
 	// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
 	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	ppid := 0
-	if len(fields) > 1 {
+	if len(fields) > 1 && fields[0] != "Z" { // a zombie is already dead
 		fmt.Sscan(fields[1], &ppid)
 	}
 	return ppid

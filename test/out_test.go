@@ -1,11 +1,15 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
@@ -353,5 +357,67 @@ func TestPutDaemonStartFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Docker failed to start within 2 seconds. Consider increasing 'startup_timeout' in source configuration.") ||
 		!strings.Contains(err.Error(), "pretend the daemon cannot start") {
 		t.Fatalf("err %v\n%s", err, errb.String())
+	}
+}
+
+// syncBuffer lets the test read the log while the put writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestPutAbortStopsDaemon: Concourse aborts a build with SIGTERM, which
+// cancels the put's context (resource.Main). The put must return promptly
+// and stop its daemon; TestMain then finds nothing left behind.
+func TestPutAbortStopsDaemon(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg.Push(t, "abort/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
+	srcDir := t.TempDir()
+	writeFiles(t, srcDir, map[string]string{"app/Dockerfile": "FROM " + reg.Host + "/abort/base:1\nRUN echo sleeping && sleep 120\n"})
+	unlock := testenv.LockDockerd(t)
+	defer unlock()
+
+	b, _ := json.Marshal(map[string]any{"source": source(reg, "abort/app", nil), "params": map[string]any{"build": "app"}})
+	var stderr syncBuffer
+	env := resource.Env{Stdin: strings.NewReader(string(b)), Stdout: io.Discard, Stderr: &stderr, Args: []string{"out", srcDir}}
+	env.Hooks.Daemon = func(o *daemon.Options) { o.Isolated = true }
+	env.Hooks.BuildNetwork = "none"
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- resource.Out(ctx, env) }()
+
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stderr.String(), "sleeping") {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("the build never reached the sleep:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	aborted := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		t.Logf("out returned %v after the abort in %s", err, time.Since(aborted).Round(time.Millisecond))
+		if err == nil {
+			t.Error("an aborted put reported success")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("out did not return within 30 s of the abort")
+	}
+	if _, err := remote.Head(reg.Ref(t, "abort/app:latest"), reg.RemoteOptions()...); err == nil {
+		t.Error("an aborted put pushed")
 	}
 }
