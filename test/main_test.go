@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -69,6 +70,14 @@ func leftovers() []string {
 	}
 	if _, err := os.Stat("/sys/class/net/docker0"); err == nil {
 		out = append(out, "bridge docker0")
+	}
+	for _, table := range []string{"filter", "nat"} {
+		rules, _ := exec.Command("iptables", "-t", table, "-S").Output()
+		for _, l := range strings.Split(string(rules), "\n") {
+			if strings.Contains(l, "DOCKER") {
+				out = append(out, "iptables rule "+l)
+			}
+		}
 	}
 	return out
 }
