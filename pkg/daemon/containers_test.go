@@ -108,7 +108,7 @@ func TestProductionNetworking(t *testing.T) {
 	delete(before, "cgroups")
 	ctx := context.Background()
 	log, _ := testLog(t)
-	d, err := Start(ctx, Options{Log: log, privateNetwork: true})
+	d, err := Start(ctx, Options{Log: log, PrivateNetwork: true})
 	if err != nil {
 		t.Fatal(err)
 	}

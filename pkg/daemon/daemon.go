@@ -63,10 +63,12 @@ type Options struct {
 	// Binary is the dockerd to run; default "dockerd" from PATH.
 	Binary string
 
-	// privateNetwork (tests only) gives the daemon a throwaway network
-	// namespace, so production networking (bridge, iptables) can be tested
-	// on a host without leaving rules behind.
-	privateNetwork bool
+	// PrivateNetwork runs dockerd and containerd in a throwaway network
+	// namespace of their own (only a loopback, down), which goes away with
+	// them: production networking (bridge, iptables, user-defined networks)
+	// can run on a host without leaving a bridge or rules behind. Containers
+	// then reach one another but nothing outside. For tests on a host.
+	PrivateNetwork bool
 }
 
 // StartError is returned when dockerd (or its containerd) did not come up.
@@ -178,7 +180,7 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 
 	cgroupBase := "/"
 	wantCgroups := inContainer(os.Getenv)
-	d.ns, err = newNamespace(o.privateNetwork, func() error {
+	d.ns, err = newNamespace(o.PrivateNetwork, func() error {
 		if wantCgroups {
 			cgroupBase = setupCgroups(log)
 		}

@@ -78,7 +78,10 @@
 // Isolated runs with --bridge=none --iptables=false --ip6tables=false
 // --ip-masq=false --ip-forward=false: nothing in the network namespace
 // changes, which tests on a host need, but containers (RUN steps) have no
-// network unless they use the host network.
+// network unless they use the host network. PrivateNetwork keeps production
+// networking but moves the daemon into a throwaway network namespace, so a
+// test on a host can use bridges and user-defined networks; its containers
+// reach one another, never the outside.
 //
 // # Lifetime
 //
