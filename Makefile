@@ -34,5 +34,18 @@ bench-get: deps
 demo: deps
 	@DEMO=1 $(GO) test -count=1 -v -run '^TestDemo$$' ./test/demo/
 
+# The resource's image from the top-level Dockerfile, built through the
+# Engine API (scripts/build-image): in the daemon DOCKER_HOST names when one
+# answers, else in a private dockerd (root), saved to bin/docker-image-resource.tar.
+# LOCAL_BASES=1 makes the bases on this machine (debootstrap, local Go)
+# instead of pulling them: for machines that cannot reach Docker Hub.
+IMAGE       ?= docker-image-resource:$(VERSION)
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
+IMAGE_FLAGS ?= $(if $(LOCAL_BASES),-local-bases)
+
+.PHONY: image
+image: $(if $(LOCAL_BASES),deps)
+	$(GO) run ./scripts/build-image -tag '$(IMAGE)' -version '$(VERSION)' -revision '$(REVISION)' $(IMAGE_FLAGS)
+
 clean:
 	rm -rf bin

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests start for real: dockerd (docker.io),
 # the registry (docker-registry), busybox for test images, htpasswd
-# (apache2-utils) and ip (iproute2). Installs only what is missing.
+# (apache2-utils), ip (iproute2) and, for the image test, debootstrap.
+# Installs only what is missing.
 set -euo pipefail
 
 declare -A need=(
@@ -11,6 +12,12 @@ declare -A need=(
   [docker-registry]=docker-registry
   [htpasswd]=apache2-utils
   [ip]=iproute2
+  # test/image: the runtime base is made with debootstrap; dockerd runs ps
+  # for the container listing; nsenter and unshare come with util-linux.
+  [debootstrap]=debootstrap
+  [ps]=procps
+  [nsenter]=util-linux
+  [unshare]=util-linux
 )
 missing=()
 for cmd in "${!need[@]}"; do
