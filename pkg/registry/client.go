@@ -209,6 +209,11 @@ func (c *Client) RemoteOptions(ctx context.Context, repos ...name.Repository) []
 	return c.options(ctx, repos...)
 }
 
+// Transport is the round tripper RemoteOptions uses (per-host TLS under our
+// retries). pkg/push wraps it to see which blobs a push skipped, mounted or
+// uploaded; pass the wrapper with remote.WithTransport after RemoteOptions.
+func (c *Client) Transport() http.RoundTripper { return c.transport }
+
 func (c *Client) options(ctx context.Context, repos ...name.Repository) []remote.Option {
 	jobs := c.opts.Jobs
 	if jobs <= 0 {

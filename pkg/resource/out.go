@@ -101,23 +101,15 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	}
 
 	t = time.Now()
-	results, err := engine.Push(ctx, cli, imageID, src.Repository, plan.tags, plan.auth, s.log)
+	digest, pushMeta, err := pushImage(ctx, env, s, src, cli, plan, imageID)
 	timing.since("push", t)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", src.Repository, err)
 	}
-	digest := ""
-	for _, r := range results {
-		if r.Tag == plan.tags[0] {
-			digest = r.Digest
-		}
-	}
-	if digest == "" {
-		return nil, fmt.Errorf("push %s:%s: the daemon reported no digest", src.Repository, plan.tags[0])
-	}
 	s.log.Infof("pushed %s:%s as %s", src.Repository, strings.Join(plan.tags, ", :"), digest)
 
 	meta := protocol.Metadata("image", shortID(imageID), "tags", strings.Join(plan.tags, " "))
+	meta = append(meta, pushMeta...)
 	var summary []string
 	for _, n := range timing.names {
 		d := timing.took[n].Round(10 * time.Millisecond)

@@ -1,0 +1,300 @@
+package push
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/compression"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Files of a folder written by a get with save: true (as pkg/engine names
+// them; digest is optional: gets before it existed did not write it).
+const (
+	imageFile      = "image"
+	imageIDFile    = "image-id"
+	repositoryFile = "repository"
+	tagFile        = "tag"
+	digestFile     = "digest"
+)
+
+// base is a folder of a get with save: true, its image tarball indexed so
+// every layer's original compressed blob can be read in place.
+type base struct {
+	dir     string
+	tarball string
+	id      v1.Hash // config digest: the image ID docker load gives
+	repo    string  // repository file, as users write it
+	tag     string
+	version string // digest file: the manifest (or index) digest; may be empty
+	config  []byte
+	layers  []*baseBlob // in rootfs order
+
+	// Set by identify: the media type family, and how it was found.
+	family    family
+	familyWhy string
+	// raw is the registry's own manifest when it could be rebuilt or
+	// fetched; pushing it unchanged keeps the base's manifest digest.
+	raw []byte
+	// verified: every layer digest was proven (by the manifest digest or by
+	// hashing), so the manifest may name them.
+	verified bool
+}
+
+// baseBlob is one layer of a base as the registry stores it.
+type baseBlob struct {
+	base   *base
+	diffID v1.Hash
+	// digest comes from the tarball's file name (tarball.Write names layers
+	// by digest); zero when the name does not say, until verify hashes it.
+	digest v1.Hash
+	size   int64
+	offset int64 // of the blob's bytes inside the tarball
+	comp   compression.Compression
+}
+
+// saveManifest is one entry of a docker-save manifest.json.
+type saveManifest struct {
+	Config       string
+	RepoTags     []string
+	Layers       []string
+	LayerSources map[string]json.RawMessage `json:",omitempty"`
+}
+
+// blobName is how tarball.Write names a layer: its digest's hex and an
+// extension for the compression.
+var blobName = regexp.MustCompile(`^([0-9a-f]{64})(\.tar|\.tar\.gz|\.tar\.zst)$`)
+
+// readBase indexes dir's image tarball. It reads only tar headers,
+// manifest.json, the config and four bytes of each layer: no blob is read in
+// full here.
+func readBase(dir string) (*base, error) {
+	b := &base{dir: dir, tarball: filepath.Join(dir, imageFile)}
+	vals := map[string]string{}
+	for _, name := range []string{imageIDFile, repositoryFile, tagFile, digestFile} {
+		raw, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) && name == digestFile {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", name, err)
+		}
+		vals[name] = strings.TrimSpace(string(raw))
+	}
+	b.repo, b.tag, b.version = vals[repositoryFile], vals[tagFile], vals[digestFile]
+	if b.repo == "" {
+		return nil, fmt.Errorf("file %s is empty", repositoryFile)
+	}
+
+	f, err := os.Open(b.tarball)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	entries, err := tarIndex(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", b.tarball, err)
+	}
+	mf, ok := entries["manifest.json"]
+	if !ok {
+		return nil, fmt.Errorf("%s has no manifest.json: not a docker-save tarball", b.tarball)
+	}
+	raw, err := readEntry(f, mf, 1<<20)
+	if err != nil {
+		return nil, fmt.Errorf("%s: manifest.json: %w", b.tarball, err)
+	}
+	var ms []saveManifest
+	if err := json.Unmarshal(raw, &ms); err != nil {
+		return nil, fmt.Errorf("%s: parsing manifest.json: %w", b.tarball, err)
+	}
+	if len(ms) != 1 {
+		return nil, fmt.Errorf("%s holds %d images, want 1", b.tarball, len(ms))
+	}
+	m := ms[0]
+	if len(m.LayerSources) > 0 {
+		return nil, errors.New("it has foreign (non-distributable) layers")
+	}
+	ce, ok := entries[cleanName(m.Config)]
+	if !ok {
+		return nil, fmt.Errorf("%s: config %s is not in the tarball", b.tarball, m.Config)
+	}
+	if b.config, err = readEntry(f, ce, 64<<20); err != nil {
+		return nil, fmt.Errorf("%s: config: %w", b.tarball, err)
+	}
+	b.id = sha256Hash(b.config)
+	if want := vals[imageIDFile]; want != b.id.String() && "sha256:"+want != b.id.String() {
+		return nil, fmt.Errorf("%s holds image %s, but %s says %s", b.tarball, b.id, imageIDFile, want)
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(b.config))
+	if err != nil {
+		return nil, fmt.Errorf("%s: parsing config: %w", b.tarball, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("%s: config names %d layers, manifest.json %d", b.tarball, len(cfg.RootFS.DiffIDs), len(m.Layers))
+	}
+	for i, name := range m.Layers {
+		e, ok := entries[cleanName(name)]
+		if !ok {
+			return nil, fmt.Errorf("%s: layer %s is not in the tarball", b.tarball, name)
+		}
+		l := &baseBlob{base: b, diffID: cfg.RootFS.DiffIDs[i], size: e.size, offset: e.offset}
+		if sm := blobName.FindStringSubmatch(path.Base(name)); sm != nil {
+			l.digest = v1.Hash{Algorithm: "sha256", Hex: sm[1]}
+		}
+		if l.comp, err = sniff(f, e); err != nil {
+			return nil, fmt.Errorf("%s: layer %s: %w", b.tarball, name, err)
+		}
+		b.layers = append(b.layers, l)
+	}
+	return b, nil
+}
+
+// tarEntry locates a regular file's bytes inside an uncompressed tarball.
+type tarEntry struct{ offset, size int64 }
+
+// tarIndex lists the regular files of an uncompressed tarball with their
+// offsets, seeking over their contents.
+func tarIndex(f *os.File) (map[string]tarEntry, error) {
+	var magic [2]byte
+	if _, err := f.ReadAt(magic[:], 0); err == nil && magic == [2]byte{0x1f, 0x8b} {
+		return nil, errors.New("the tarball is compressed; its blobs cannot be read in place")
+	}
+	pr := &posReader{r: f}
+	tr := tar.NewReader(pr)
+	out := map[string]tarEntry{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading tar headers: %w", err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			// tar.Reader reads headers block by block without read-ahead, so
+			// after Next the position is where the file's bytes start.
+			out[cleanName(h.Name)] = tarEntry{offset: pr.pos, size: h.Size}
+		}
+	}
+}
+
+// posReader tracks the offset tar.Reader has reached; it also seeks, so
+// tar.Reader skips file contents instead of reading them.
+type posReader struct {
+	r   io.ReadSeeker
+	pos int64
+}
+
+func (p *posReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.pos += int64(n)
+	return n, err
+}
+
+func (p *posReader) Seek(off int64, whence int) (int64, error) {
+	n, err := p.r.Seek(off, whence)
+	if err == nil {
+		p.pos = n
+	}
+	return n, err
+}
+
+func readEntry(f io.ReaderAt, e tarEntry, limit int64) ([]byte, error) {
+	if e.size > limit {
+		return nil, fmt.Errorf("%d bytes, more than the %d expected", e.size, limit)
+	}
+	b := make([]byte, e.size)
+	if _, err := f.ReadAt(b, e.offset); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// sniff tells a blob's compression from its first bytes.
+func sniff(f io.ReaderAt, e tarEntry) (compression.Compression, error) {
+	var m [4]byte
+	n, err := f.ReadAt(m[:min(4, e.size)], e.offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	switch {
+	case n >= 2 && m[0] == 0x1f && m[1] == 0x8b:
+		return compression.GZip, nil
+	case n == 4 && m == [4]byte{0x28, 0xb5, 0x2f, 0xfd}:
+		return compression.ZStd, nil
+	}
+	return compression.None, nil
+}
+
+func cleanName(n string) string {
+	return strings.TrimPrefix(path.Clean("/"+n), "/")
+}
+
+// open reads the blob's bytes from the tarball.
+func (l *baseBlob) open() (io.ReadCloser, error) {
+	f, err := os.Open(l.base.tarball)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, l.offset, l.size), f}, nil
+}
+
+// verify hashes every layer whose digest is not proven yet: a tarball whose
+// file names lie must not make the manifest name blobs it does not hold.
+func (b *base) verify(ctx context.Context) error {
+	if b.verified {
+		return nil
+	}
+	for _, l := range b.layers {
+		rc, err := l.open()
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, ctxReader{ctx, rc})
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("hashing layer %s: %w", l.diffID, err)
+		}
+		got := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+		if l.digest.Hex != "" && got != l.digest {
+			return fmt.Errorf("the tarball names a layer blob %s, but its bytes hash to %s", l.digest, got)
+		}
+		l.digest = got
+	}
+	b.verified = true
+	return nil
+}
+
+// ctxReader stops a long read when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func sha256Hash(b []byte) v1.Hash {
+	s := sha256.Sum256(b)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s[:])}
+}

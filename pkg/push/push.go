@@ -1,0 +1,464 @@
+// Package push pushes an image the put's daemon built (or loaded) straight
+// to the registry with go-containerregistry, so that base layers never travel
+// again. A base that arrived by `docker load` has no distribution metadata:
+// `docker push` would compress and upload every base layer again. Here the
+// pushed manifest names the base's original compressed blobs, read in place
+// from the get's `image` tarball: the registry skips those it has, mounts
+// those another repository of it has, and only then are the original bytes
+// sent as they are. Only layers the build produced are compressed (once,
+// gzip) and uploaded. The config is the daemon's own bytes, so its digest is
+// still the image ID.
+//
+// When an image has a layer whose original blob is not known (FROM an image
+// the daemon pulled, a cache hit on a pulled image), Push fails with
+// ErrNeedsDaemon before any request, and the caller pushes through the
+// daemon.
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/registry"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+	"github.com/docker/go-units"
+	"github.com/google/go-containerregistry/pkg/compression"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+)
+
+// Daemon is the part of the Engine API client Push uses; *client.Client
+// satisfies it.
+type Daemon interface {
+	ImageSave(ctx context.Context, imageIDs []string, opts ...client.ImageSaveOption) (io.ReadCloser, error)
+	ImageInspect(ctx context.Context, ref string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
+	ImageList(ctx context.Context, options image.ListOptions) ([]image.Summary, error)
+}
+
+var _ Daemon = (*client.Client)(nil)
+
+// Options say what to push where.
+type Options struct {
+	Daemon   Daemon
+	Registry *registry.Client
+	// Image is the ID of the image to push ("sha256:...").
+	Image string
+	// Repository is the target, as users write it ("host:5000/team/app").
+	Repository string
+	// Tags: the first is pushed with the blobs, the others only get the
+	// manifest.
+	Tags []string
+	// Bases are folders of gets with save: true (load_base, load_bases,
+	// cache_from, load): their `image` tarballs hold the original blobs.
+	Bases []string
+	// Jobs is how many blobs are uploaded at once (max_concurrent_uploads).
+	Jobs int
+	// TempDir holds new layers while they are compressed (default: the
+	// system's).
+	TempDir string
+	Log     *logrus.Entry
+}
+
+// BlobStats counts blobs and their bytes.
+type BlobStats struct {
+	Blobs int
+	Bytes int64
+}
+
+func (s *BlobStats) add(n int64) { s.Blobs++; s.Bytes += n }
+
+func (s BlobStats) String() string {
+	return fmt.Sprintf("%s (%d blob%s)", units.HumanSize(float64(s.Bytes)), s.Blobs, plural(s.Blobs))
+}
+
+// Result is what a push did.
+type Result struct {
+	// Digest is the manifest's digest, the same for every tag.
+	Digest    v1.Hash
+	MediaType types.MediaType
+	// Config is the config's digest: the daemon's image ID.
+	Config v1.Hash
+	// BaseLayers are pushed from bases' original blobs, NewLayers were
+	// compressed here.
+	BaseLayers, NewLayers int
+	// Uploaded: the blobs uploaded, and every request body byte sent
+	// (manifests included). Existing: blobs the repository had (HEAD).
+	// Mounted: blobs the registry mounted from a base's repository.
+	Uploaded, Existing, Mounted BlobStats
+	// Manifests is the number of manifest PUTs (one per tag).
+	Manifests int
+	// Save is the time to stream the image out of the daemon (zero when the
+	// image was a base); base blobs go to the registry meanwhile. Upload is
+	// the time after it: new layers, config, manifests. Took is the whole.
+	Save, Upload, Took time.Duration
+}
+
+// Reused are the blobs that did not travel: already there or mounted.
+func (r *Result) Reused() BlobStats {
+	return BlobStats{Blobs: r.Existing.Blobs + r.Mounted.Blobs, Bytes: r.Existing.Bytes + r.Mounted.Bytes}
+}
+
+// ErrNeedsDaemon matches (errors.Is) the failures that mean "push this image
+// through the daemon instead": a layer's original blob is unknown (decided
+// before any request), or the daemon's save stream or a base's blobs turn
+// out unusable (base blobs may have been sent by then, but no manifest).
+// The error text says why.
+var ErrNeedsDaemon = errors.New("the registry push cannot reuse this image's blobs")
+
+func needsDaemon(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrNeedsDaemon, fmt.Sprintf(format, a...))
+}
+
+// emptyLayer is the diff ID of an empty tar (RUN steps that change
+// nothing). Cheap to compress, so a pulled copy of it is no reason to leave
+// the push to the daemon.
+const emptyLayer = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+// Push pushes o.Image to o.Repository under every tag.
+func Push(ctx context.Context, o Options) (*Result, error) {
+	log := o.Log
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
+	}
+	if len(o.Tags) == 0 {
+		return nil, errors.New("push: no tags given")
+	}
+	target, err := o.Registry.Repository(o.Repository)
+	if err != nil {
+		return nil, err
+	}
+	p, err := planLayers(ctx, o.Daemon, o.Image, o.Bases)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(o.TempDir, "push-")
+	if err != nil {
+		return nil, fmt.Errorf("push: temp folder: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	w, err := newWriter(ctx, o, target, p.used)
+	if err != nil {
+		return nil, err
+	}
+
+	// Three things at once: the bases' media types and digest checks (disk,
+	// maybe the network), the daemon's save stream (it spends seconds before
+	// its first byte), and the base blobs, which need neither: skipped,
+	// mounted or uploaded as they are.
+	res := &Result{BaseLayers: len(p.diffIDs) - len(p.fresh), NewLayers: len(p.fresh)}
+	start := time.Now()
+	early := w.baseLayers(p) // before verify may fill in digests
+	g, gctx := errgroup.WithContext(ctx)
+	for b := range p.used {
+		g.Go(func() error {
+			var lookup *registry.Client
+			if r, err := o.Registry.Repository(b.repo); err == nil && r.RegistryStr() == target.RegistryStr() {
+				lookup = o.Registry
+			}
+			b.identify(gctx, lookup)
+			if err := b.verify(gctx); err != nil {
+				return needsDaemon("base %s: %v", b.dir, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { return w.upload(gctx, early) })
+	var sv *saved
+	if p.self == nil {
+		log.Infof("push: %d of %d layers are original blobs of the bases; streaming image %s out of the daemon for the config and %d new layer%s",
+			res.BaseLayers, len(p.diffIDs), short(p.id), len(p.fresh), plural(len(p.fresh)))
+		g.Go(func() error {
+			var err error
+			sv, err = streamSave(gctx, o.Daemon, p.id, p.known, dir)
+			if errors.Is(err, errFormat) {
+				return needsDaemon("%v (no manifest was written)", err)
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	var config []byte
+	if p.self != nil {
+		config = p.self.config
+		log.Infof("push: image %s is the base %s itself: every blob is the original", short(p.id), p.self.repo)
+	} else {
+		config, res.Save = sv.config, sv.took
+		var raw int64
+		for _, l := range sv.fresh {
+			raw += l.rawSize
+		}
+		log.Infof("push: streamed %s from the daemon in %s; %d new layer%s, %s uncompressed", units.HumanSize(float64(sv.streamed)),
+			sv.took.Round(10*time.Millisecond), len(sv.fresh), plural(len(sv.fresh)), units.HumanSize(float64(raw)))
+		if !slices.Equal(sv.diffIDs, p.diffIDs) {
+			return nil, needsDaemon("the saved config's layers differ from the daemon's image inspect (no manifest was written)")
+		}
+	}
+	img, sizes, err := assemble(p, w, config, sv, log)
+	if err != nil {
+		return nil, err
+	}
+	res.Config, res.MediaType = sha256Hash(config), img.mt
+	res.Digest, _ = img.Digest()
+
+	// New layers, the config and the manifest with the first tag (base blobs
+	// are done); then only the manifest for every other tag.
+	final := time.Now()
+	first := target.Tag(o.Tags[0])
+	if err := w.pusher.Push(ctx, first, img); err != nil {
+		return nil, fmt.Errorf("push %s: %s", first, o.Registry.Explain(err))
+	}
+	for _, t := range o.Tags[1:] {
+		if err := w.pusher.Put(ctx, target.Tag(t), img); err != nil {
+			return nil, fmt.Errorf("push %s:%s: %s", o.Repository, t, o.Registry.Explain(err))
+		}
+	}
+	res.Upload, res.Took = time.Since(final), time.Since(start)
+	res.Uploaded, res.Existing, res.Mounted = w.obs.tally(sizes)
+	res.Uploaded.Bytes, res.Manifests = w.obs.sent.Load(), w.obs.manifests
+	return res, nil
+}
+
+// layerPlan says where each layer of the image comes from.
+type layerPlan struct {
+	id      string // the image ID
+	diffIDs []v1.Hash
+	blobs   map[v1.Hash]*baseBlob // original blobs of the bases, by diff ID
+	known   map[v1.Hash]bool      // diffIDs found in blobs
+	used    map[*base]bool        // bases that provide a layer
+	fresh   []v1.Hash             // the other layers: the build's own
+	self    *base                 // the image is this base (load, or a build that added nothing)
+}
+
+// planLayers indexes the bases and sorts the image's layers into base
+// layers and the build's own; a layer of neither kind needs the daemon.
+func planLayers(ctx context.Context, d Daemon, imageID string, dirs []string) (*layerPlan, error) {
+	ins, err := d.ImageInspect(ctx, imageID)
+	if err != nil {
+		return nil, fmt.Errorf("inspecting image %s: %w", imageID, err)
+	}
+	p := &layerPlan{id: ins.ID, blobs: map[v1.Hash]*baseBlob{}, known: map[v1.Hash]bool{}, used: map[*base]bool{}}
+	for _, dir := range dirs {
+		b, err := readBase(dir)
+		if err != nil {
+			return nil, needsDaemon("base %s: %v", dir, err)
+		}
+		if b.id.String() == ins.ID {
+			p.self = b
+		}
+		for _, l := range b.layers {
+			if _, ok := p.blobs[l.diffID]; !ok {
+				p.blobs[l.diffID] = l
+			}
+		}
+	}
+	for _, s := range ins.RootFS.Layers {
+		h, err := v1.NewHash(s)
+		if err != nil {
+			return nil, needsDaemon("the daemon reports layer %q: %v", s, err)
+		}
+		p.diffIDs = append(p.diffIDs, h)
+		if l, ok := p.blobs[h]; ok {
+			p.known[h], p.used[l.base] = true, true
+		} else {
+			p.fresh = append(p.fresh, h)
+		}
+	}
+	if len(p.fresh) > 0 {
+		if err := notPulled(ctx, d, ins.ID, p.fresh); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// writer is the registry side of one push: one pusher for every request,
+// so each blob is handled once and the observer sees every answer.
+type writer struct {
+	pusher    *remote.Pusher
+	obs       *observer
+	target    name.Repository
+	mountable map[*base]name.Reference // bases in another repository of the target's registry
+	jobs      int
+	explain   func(error) string
+}
+
+func newWriter(ctx context.Context, o Options, target name.Repository, used map[*base]bool) (*writer, error) {
+	w := &writer{target: target, mountable: map[*base]name.Reference{}, jobs: o.Jobs, explain: o.Registry.Explain}
+	if w.jobs <= 0 {
+		w.jobs = 3
+	}
+	repos := []name.Repository{target}
+	for b := range used {
+		if r, err := o.Registry.Repository(b.repo); err == nil && r.RegistryStr() == target.RegistryStr() && r.String() != target.String() {
+			w.mountable[b] = r.Tag(orLatest(b.tag))
+			repos = append(repos, r) // credentials and pull scope for the mount
+		}
+	}
+	w.obs = newObserver(o.Registry.Transport())
+	opts := append(o.Registry.RemoteOptions(ctx, repos...), remote.WithJobs(w.jobs), remote.WithTransport(w.obs))
+	var err error
+	if w.pusher, err = remote.NewPusher(opts...); err != nil {
+		return nil, fmt.Errorf("push: %w", err)
+	}
+	return w, nil
+}
+
+// layer is a base's original blob, mountable from the base's repository
+// when the registry is the target's.
+func (w *writer) layer(l *baseBlob, mt types.MediaType) v1.Layer {
+	bl := &blob{digest: l.digest, diffID: l.diffID, size: l.size, mediaType: mt, comp: l.comp, open: l.open}
+	if ref, ok := w.mountable[l.base]; ok {
+		return &remote.MountableLayer{Layer: bl, Reference: ref}
+	}
+	return bl
+}
+
+// baseLayers are the base blobs that can go before the manifest is known:
+// those whose digest the tarball names (the others wait for verify).
+func (w *writer) baseLayers(p *layerPlan) []v1.Layer {
+	var out []v1.Layer
+	seen := map[v1.Hash]bool{}
+	for _, d := range p.diffIDs {
+		l, ok := p.blobs[d]
+		if !ok || l.digest.Hex == "" || seen[l.digest] {
+			continue
+		}
+		seen[l.digest] = true
+		// This media type only tells go-containerregistry the blob is
+		// distributable; assemble picks the manifest's.
+		out = append(out, w.layer(l, docker.layer(l.comp)))
+	}
+	return out
+}
+
+// upload sends blobs (HEAD, mount or upload), jobs at a time.
+func (w *writer) upload(ctx context.Context, layers []v1.Layer) error {
+	var g errgroup.Group
+	g.SetLimit(w.jobs)
+	for _, l := range layers {
+		g.Go(func() error {
+			if err := w.pusher.Upload(ctx, w.target, l); err != nil {
+				d, _ := l.Digest()
+				return fmt.Errorf("push base blob %s to %s: %s", d, w.target, w.explain(err))
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// assemble writes the manifest in one media type family, the base's (of
+// the first base layer): base layers name their original blobs, new ones
+// the gzip compressed here. sizes maps every blob digest to its size.
+func assemble(p *layerPlan, w *writer, config []byte, sv *saved, log *logrus.Entry) (*pushImage, map[string]int64, error) {
+	fam, why, found := docker, "no base layers", false
+	for _, d := range p.diffIDs {
+		l, ok := p.blobs[d]
+		if ok && !found {
+			fam, why, found = l.base.family, l.base.familyWhy, true
+		}
+		if ok && l.comp == compression.ZStd {
+			fam, why = oci, "zstd layers have only OCI media types"
+		}
+	}
+	log.Infof("push: %s media types (%s)", fam, why)
+	var layers []v1.Layer
+	var descs []v1.Descriptor
+	sizes := map[string]int64{sha256Hash(config).String(): int64(len(config))}
+	for _, d := range p.diffIDs {
+		if l, ok := p.blobs[d]; ok {
+			mt := fam.layer(l.comp)
+			layers = append(layers, w.layer(l, mt))
+			descs = append(descs, v1.Descriptor{MediaType: mt, Size: l.size, Digest: l.digest})
+			sizes[l.digest.String()] = l.size
+			continue
+		}
+		f := sv.fresh[d]
+		bl := &blob{digest: f.digest, diffID: d, size: f.size, mediaType: fam.layer(compression.GZip), comp: compression.GZip, open: f.open}
+		layers = append(layers, bl)
+		descs = append(descs, bl.descriptor())
+		sizes[f.digest.String()] = f.size
+	}
+	var raw []byte
+	if p.self != nil {
+		raw = p.self.raw
+	}
+	img, err := newImage(config, fam, layers, descs, raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("push: writing the manifest: %w", err)
+	}
+	if p.self != nil {
+		img.configFrom = w.mountable[p.self] // the base's own config
+	}
+	return img, sizes, nil
+}
+
+// notPulled fails with ErrNeedsDaemon when a layer not in any base belongs
+// to an image the daemon pulled (it has RepoDigests): the daemon knows that
+// layer's compressed blob in the registry, this package does not. Loaded
+// images have no RepoDigests, and every loaded image is a base.
+func notPulled(ctx context.Context, d Daemon, self string, fresh []v1.Hash) error {
+	want := map[string]bool{}
+	for _, h := range fresh {
+		if h.String() != emptyLayer {
+			want[h.String()] = true
+		}
+	}
+	list, err := d.ImageList(ctx, image.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing the daemon's images: %w", err)
+	}
+	for _, s := range list {
+		if len(s.RepoDigests) == 0 || s.ID == self {
+			continue
+		}
+		ins, err := d.ImageInspect(ctx, s.ID)
+		if err != nil {
+			return fmt.Errorf("inspecting image %s: %w", s.ID, err)
+		}
+		for _, l := range ins.RootFS.Layers {
+			if want[l] {
+				return needsDaemon("layer %s came from %s, which the daemon pulled: only the daemon knows its compressed blob", short(l), s.RepoDigests[0])
+			}
+		}
+	}
+	return nil
+}
+
+func short(id string) string {
+	s := strings.TrimPrefix(id, "sha256:")
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func orLatest(tag string) string {
+	if tag == "" {
+		return "latest"
+	}
+	return tag
+}

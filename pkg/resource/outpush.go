@@ -1,0 +1,81 @@
+package resource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
+	"github.com/concourse-docker/docker-image-resource/pkg/push"
+	"github.com/docker/docker/client"
+	"github.com/docker/go-units"
+)
+
+// pushImage pushes imageID under every tag of the plan and returns the
+// first tag's manifest digest and metadata for the response. Images on
+// bases from gets with save: true go straight to the registry, reusing the
+// bases' original blobs (pkg/push); anything else, or an image pkg/push
+// cannot reuse the blobs of, goes through the daemon.
+func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, cli *client.Client, plan *putPlan, imageID string) (string, []protocol.MetadataField, error) {
+	why := ""
+	switch plan.source {
+	case "build", "load":
+		reg, err := registryClient(env, src, s.log)
+		if err != nil {
+			return "", nil, err
+		}
+		bases := append(append([]string{}, plan.bases...), plan.cacheFrom...)
+		if plan.source == "load" {
+			bases = append(bases, plan.path)
+		}
+		res, err := push.Push(ctx, push.Options{
+			Daemon: cli, Registry: reg, Image: imageID, Repository: plan.repository, Tags: plan.tags,
+			Bases: bases, Jobs: src.Uploads(), TempDir: scratchDir(), Log: s.log,
+		})
+		if err == nil {
+			uploaded := fmt.Sprintf("%s (%s, %s)", units.HumanSize(float64(res.Uploaded.Bytes)), count(res.Uploaded.Blobs, "blob"), count(res.Manifests, "manifest"))
+			reused := res.Reused()
+			s.log.Infof("push: straight to the registry in %s: uploaded %s, reused %s: %d already in %s, %d mounted from a base's repository",
+				res.Took.Round(10*time.Millisecond), uploaded, reused, res.Existing.Blobs, plan.repository, res.Mounted.Blobs)
+			return res.Digest.String(), protocol.Metadata("push", "registry", "uploaded", uploaded, "reused", reused.String()), nil
+		}
+		if !errors.Is(err, push.ErrNeedsDaemon) {
+			return "", nil, err
+		}
+		why = strings.TrimPrefix(err.Error(), push.ErrNeedsDaemon.Error()+": ")
+	default:
+		why = fmt.Sprintf("params.%s: the original compressed blobs of its layers are unknown", plan.source)
+	}
+	s.log.Infof("push: through the daemon: %s", why)
+	results, err := engine.Push(ctx, cli, imageID, plan.repository, plan.tags, plan.auth, s.log)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, r := range results {
+		if r.Tag == plan.tags[0] {
+			return r.Digest, protocol.Metadata("push", "daemon"), nil
+		}
+	}
+	return "", nil, fmt.Errorf("push %s:%s: the daemon reported no digest", plan.repository, plan.tags[0])
+}
+
+// scratchDir is where new layers are compressed: /scratch (a Concourse
+// volume on the worker's disk, as pkg/daemon uses for its data root) when
+// it exists, else the system's temp folder.
+func scratchDir() string {
+	if fi, err := os.Stat("/scratch"); err == nil && fi.IsDir() {
+		return "/scratch"
+	}
+	return ""
+}
+
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
