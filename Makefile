@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/concourse-docker/docker-image-resource/pkg/resource.Version=$(VERSION)
 
-.PHONY: all build deps test unit e2e demo bench-get clean
+.PHONY: all build deps test unit e2e demo bench-get bench-push clean
 
 all: build
 
@@ -31,6 +31,10 @@ bench-get: deps
 	BENCH_OUT=$(CURDIR)/docs/benchmark-get.md $(GO) test -run '^$$' -bench BenchmarkGet -benchtime 1x -timeout 30m ./test/bench/
 
 # The main job, narrated: a registry, a base fetched once, three builds on it.
+# The put's direct push against the Engine API push (prints a table).
+bench-push: deps
+	BENCH_OUT=$(CURDIR)/docs/benchmark-push.md $(GO) test -run '^$$' -bench BenchmarkPush -benchtime 1x -timeout 30m ./test/bench/
+
 demo: deps
 	@DEMO=1 $(GO) test -count=1 -v -run '^TestDemo$$' ./test/demo/
 
