@@ -5,6 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/concourse-docker/docker-image-resource/pkg/resource.Version=$(VERSION)
 
 .PHONY: all build deps test unit e2e demo bench-get bench-push clean
+.PHONY: bench
 
 all: build
 
@@ -29,6 +30,12 @@ e2e: deps
 # Benchmark of the get against the old resource's way (prints a table).
 bench-get: deps
 	BENCH_OUT=$(CURDIR)/docs/benchmark-get.md $(GO) test -run '^$$' -bench BenchmarkGet -benchtime 1x -timeout 30m ./test/bench/
+
+# The benchmark suite (issue 6): daemon start, get against the old way, the
+# seed scenario three ways, bytes uploaded, peak memory. Prints one table and
+# writes it to docs/benchmarks.md. BENCH_SCALE=0.1 for a quick, smaller run.
+bench: deps
+	BENCH_OUT=$(CURDIR)/docs/benchmarks.md $(GO) test -run '^$$' -bench '^BenchmarkSuite$$' -benchtime 1x -timeout 30m -v ./test/bench/
 
 # The main job, narrated: a registry, a base fetched once, three builds on it.
 # The put's direct push against the Engine API push (prints a table).
