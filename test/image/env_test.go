@@ -532,7 +532,7 @@ func (e *env) nsProcesses(id string) []string {
 	var left []string
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
-		if l, err := os.Readlink(p + "/ns/pid"); err != nil || l != ns || parentOf(p) == 0 { // parentOf: 0 for zombies
+		if l, err := os.Readlink(p + "/ns/pid"); err != nil || l != ns || testenv.ParentOf(p) == 0 { // 0 for zombies
 			continue
 		}
 		b, _ := os.ReadFile(p + "/cmdline")
