@@ -57,6 +57,11 @@ func Main(cmd Command) int {
 	defer stop()
 	env := Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args}
 	if err := cmd(ctx, env); err != nil {
+		if ctx.Err() != nil {
+			// Concourse aborted the build; say so instead of "context canceled".
+			fmt.Fprintf(os.Stderr, "\x1b[31maborted:\x1b[0m stopped on SIGTERM/SIGINT (%s)\n", err)
+			return 1
+		}
 		fmt.Fprintf(os.Stderr, "\x1b[31merror:\x1b[0m %s\n", err)
 		return 1
 	}
