@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -105,7 +106,7 @@ func TestGetWritesEveryFile(t *testing.T) {
 	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dest, "metadata.json"))), &meta); err != nil {
 		t.Fatal(err)
 	}
-	if meta.User != "app" || !contains(meta.Env, "GREETING=hi") || !contains(meta.Env, "PATH=/bin") || !contains(meta.Env, "HOME=/home/app") {
+	if meta.User != "app" || !slices.Contains(meta.Env, "GREETING=hi") || !slices.Contains(meta.Env, "PATH=/bin") || !slices.Contains(meta.Env, "HOME=/home/app") {
 		t.Errorf("metadata.json %+v", meta)
 	}
 	var inspect []struct {
@@ -300,7 +301,7 @@ func TestGetMetadataUsers(t *testing.T) {
 			if meta.User != nil {
 				user = *meta.User
 			}
-			if user != c.user || !contains(meta.Env, c.home) || !hasPrefix(meta.Env, "PATH=") {
+			if user != c.user || !slices.Contains(meta.Env, c.home) || !hasPrefix(meta.Env, "PATH=") {
 				t.Errorf("metadata.json %s", raw)
 			}
 			if c.user == "" && strings.Contains(raw, `"user"`) {
@@ -407,15 +408,6 @@ func TestGetErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func hasPrefix(list []string, p string) bool {

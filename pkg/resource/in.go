@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/download"
+	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/imagefs"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
@@ -55,7 +56,7 @@ func get(ctx context.Context, env Env, s *session, dest string, req *protocol.In
 			return nil, err
 		}
 		files["image-id"] = id
-		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag, "image", shortID(id))
+		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag, "image", engine.ShortID(id))
 	} else {
 		s.log.Infof("skip_download: writing only repository, tag and digest")
 		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag)
@@ -101,7 +102,7 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 	if err != nil {
 		return "", fmt.Errorf("fetch image %s: %s", ref, reg.Explain(err))
 	}
-	s.log.Infof("fetching %s (image %s)", ref, shortID(cfgName.String()))
+	s.log.Infof("fetching %s (image %s)", ref, engine.ShortID(cfgName.String()))
 
 	// Blobs land next to DEST's files (same filesystem, so the tarball copy is
 	// cheap) and go away once everything is written.
@@ -172,14 +173,6 @@ func writableDir(dest string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
-}
-
-// shortID is the 12 hex digits docker shows for an image ID.
-func shortID(id string) string {
-	if len(id) >= 7+12 && id[:7] == "sha256:" {
-		return id[7 : 7+12]
-	}
-	return id
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }

@@ -108,7 +108,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	}
 	s.log.Infof("pushed %s:%s as %s", src.Repository, strings.Join(plan.tags, ", :"), digest)
 
-	meta := protocol.Metadata("image", shortID(imageID), "tags", strings.Join(plan.tags, " "))
+	meta := protocol.Metadata("image", engine.ShortID(imageID), "tags", strings.Join(plan.tags, " "))
 	meta = append(meta, pushMeta...)
 	var summary []string
 	for _, n := range timing.names {

@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
@@ -280,23 +280,16 @@ func readScalarMap(path string) (map[string]string, error) {
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return nil, fmt.Errorf("expected a JSON object of strings, numbers or booleans: %w", err)
 	}
-	out := map[string]string{}
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		out[k] = string(raw[k])
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		out[k] = string(v)
 	}
 	return out, nil
 }
 
 func appendUnique(list []string, s string) []string {
-	for _, x := range list {
-		if x == s {
-			return list
-		}
+	if slices.Contains(list, s) {
+		return list
 	}
 	return append(list, s)
 }
