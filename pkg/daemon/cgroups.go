@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -222,7 +223,7 @@ func planCgroupV1(procCgroups, selfCgroup []byte, haveSystemd bool) []v1Mount {
 // thread: the mounts exist only in the daemon's namespace. A hierarchy that
 // cannot be mounted is logged, not fatal: only RUN steps need it.
 func applyCgroupV1(root string, plan []v1Mount, log *logrus.Entry) error {
-	mps, err := mountPoints("/proc/thread-self/mountinfo")
+	mps, err := mountinfo.Points("/proc/thread-self/mountinfo")
 	if err != nil {
 		return err
 	}

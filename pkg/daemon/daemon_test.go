@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/sirupsen/logrus"
 )
@@ -136,7 +137,7 @@ func hostSnapshot(t *testing.T) map[string]string {
 			s["docker iptables "+table] = strings.Join(rules, "\n")
 		}
 	}
-	mps, err := mountPoints("/proc/self/mountinfo")
+	mps, err := mountinfo.Points("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +182,7 @@ func checkGone(t *testing.T, dir, nsID, cgroupParent string) {
 	if pids := pidsInMountNS(nsID); len(pids) > 0 {
 		t.Errorf("processes still in the daemon's namespace: %v", pids)
 	}
-	if mps, err := mountsUnder("/proc/self/mountinfo", dir); err != nil || len(mps) > 0 {
+	if mps, err := mountinfo.Under("/proc/self/mountinfo", dir); err != nil || len(mps) > 0 {
 		t.Errorf("mounts under %s: %v %v", dir, mps, err)
 	}
 	if cgroupParent != "" {
@@ -520,7 +521,7 @@ func checkParentEmpty(t *testing.T, parent string) {
 	if pids := pidsMentioning(parent); len(pids) > 0 {
 		t.Errorf("processes naming %s still running: %v", parent, pids)
 	}
-	if mps, _ := mountsUnder("/proc/self/mountinfo", parent); len(mps) > 0 {
+	if mps, _ := mountinfo.Under("/proc/self/mountinfo", parent); len(mps) > 0 {
 		t.Errorf("mounts under %s: %v", parent, mps)
 	}
 	checkThreadsOnHost(t)

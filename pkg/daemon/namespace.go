@@ -1,17 +1,14 @@
 package daemon
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -215,98 +212,9 @@ func bindCertsDir(certs, stageRoot string) error {
 	return nil
 }
 
-// mountPoints reads the mount points of a mountinfo file.
-func mountPoints(mountinfo string) (map[string]bool, error) {
-	b, err := os.ReadFile(mountinfo)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", mountinfo, err)
-	}
-	out := map[string]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 5 {
-			out[unescapeMountinfo(f[4])] = true
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("scanning %s: %w", mountinfo, err)
-	}
-	return out, nil
-}
-
-// mountsUnder lists the mount points at or below dir in a mountinfo file,
-// deepest first.
-func mountsUnder(mountinfo, dir string) ([]string, error) {
-	all, err := mountPoints(mountinfo)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for mp := range all {
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	// Deepest first, so nested mounts go before their parents.
-	sortByLenDesc(out)
-	return out, nil
-}
-
-func sortByLenDesc(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && len(s[j]) > len(s[j-1]); j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
 // unmountAll lazily unmounts everything at or below dir, as seen by this
 // thread. Mounts made in the daemon's namespace never show up here; this
 // catches anything that did propagate.
 func unmountAll(dir string) error {
-	if dir == "" {
-		return nil
-	}
-	var errs []error
-	for attempt := 0; attempt < 5; attempt++ {
-		mps, err := mountsUnder("/proc/thread-self/mountinfo", dir)
-		if err != nil {
-			return err
-		}
-		if len(mps) == 0 {
-			return nil
-		}
-		errs = errs[:0]
-		for _, mp := range mps {
-			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("unmounting %s: %w", mp, err))
-			}
-		}
-	}
-	if mps, _ := mountsUnder("/proc/thread-self/mountinfo", dir); len(mps) > 0 {
-		errs = append(errs, fmt.Errorf("mounts still under %s: %v", dir, mps))
-	}
-	return errors.Join(errs...)
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for a space) of
-// mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return mountinfo.UnmountAll("/proc/thread-self/mountinfo", dir)
 }

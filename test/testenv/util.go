@@ -5,9 +5,7 @@
 package testenv
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -19,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
 )
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
@@ -135,82 +135,14 @@ func tailFile(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// mountsUnder lists mount points at or below dir, deepest first, read from
-// /proc/self/mountinfo.
+// mountsUnder lists the mount points at or below dir, deepest first.
 func mountsUnder(dir string) ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("reading mountinfo: %w", err)
-	}
-	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("scanning mountinfo: %w", err)
-	}
-	// Deepest first so nested mounts go before their parents.
-	for i := 0; i < len(out); i++ {
-		for j := i + 1; j < len(out); j++ {
-			if len(out[j]) > len(out[i]) {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out, nil
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return mountinfo.Under("/proc/self/mountinfo", dir)
 }
 
 // unmountAll lazily unmounts everything under dir.
 func unmountAll(dir string) error {
-	var errs []error
-	for attempt := 0; attempt < 5; attempt++ {
-		mps, err := mountsUnder(dir)
-		if err != nil {
-			return err
-		}
-		if len(mps) == 0 {
-			return nil
-		}
-		errs = errs[:0]
-		for _, mp := range mps {
-			if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-				errs = append(errs, fmt.Errorf("unmounting %s: %w", mp, err))
-			}
-		}
-	}
-	mps, _ := mountsUnder(dir)
-	if len(mps) > 0 {
-		errs = append(errs, fmt.Errorf("mounts still under %s: %v", dir, mps))
-	}
-	return errors.Join(errs...)
+	return mountinfo.UnmountAll("/proc/self/mountinfo", dir)
 }
 
 // pidsMentioning lists processes whose command line contains s (used to find
