@@ -36,7 +36,7 @@ func TestOutParamsLiterals(t *testing.T) {
 	if q.CacheTag != "1.10" || q.LoadTag != "2.0" || q.BuildArgs["V"] != "1.10" || q.BuildArgs["B"] != "true" || q.Labels["L"] != "7.50" {
 		t.Errorf("literals lost: %+v", q)
 	}
-	if !bool(q.DockerBuildkit) || !bool(q.TagAsLatest) {
+	if q.DockerBuildkit == nil || !bool(*q.DockerBuildkit) || !bool(q.TagAsLatest) {
 		t.Errorf("switches: %+v", q)
 	}
 }

@@ -82,7 +82,7 @@ type OutParams struct {
 	BuildArgsFile  string            `json:"build_args_file"`
 	Labels         map[string]Scalar `json:"labels"`
 	LabelsFile     string            `json:"labels_file"`
-	DockerBuildkit Switch            `json:"docker_buildkit"`
+	DockerBuildkit *Switch           `json:"docker_buildkit"` // nil: the default builder
 	Secrets        map[string]Secret `json:"secrets"`
 
 	LoadBase  string   `json:"load_base"`

@@ -29,6 +29,10 @@ type putPlan struct {
 	bases      []string
 	cacheFrom  []string
 	auth       engine.RegistryAuth
+
+	// buildkit and secrets are set by planBuilder (outbuilder.go).
+	buildkit bool
+	secrets  []engine.Secret
 }
 
 // buildArgVars may be referenced as $VAR or ${VAR} in build_args values;
@@ -51,8 +55,8 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 	if err := ecrUnsupported(src); err != nil {
 		return nil, err
 	}
-	if params.DockerBuildkit || len(params.Secrets) > 0 {
-		return nil, errors.New("params.docker_buildkit and params.secrets: BuildKit builds are not implemented yet; remove them to build with the classic builder")
+	if err := planBuilder(plan, params, abs); err != nil {
+		return nil, err
 	}
 
 	tag, err := pushTag(s, src, params, abs)
