@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -195,7 +196,14 @@ func ValidateRepository(field, repo string) error {
 	if last := repo[strings.LastIndex(repo, "/")+1:]; strings.Contains(last, ":") {
 		return fmt.Errorf("%s: %q must not contain a tag; put it in source.tag", field, repo)
 	}
-	if _, err := name.NewRepository(repo); err != nil {
+	// Both grammars: go-containerregistry's (check, in, the direct push)
+	// and distribution's, which dockerd applies to FROM, tag and push.
+	// go-containerregistry alone lets "a..b" or "team/-app" through.
+	_, err := name.NewRepository(repo)
+	if err == nil {
+		_, err = reference.ParseNormalizedNamed(repo)
+	}
+	if err != nil {
 		if strings.ToLower(repo) != repo {
 			return fmt.Errorf("%s: %q is not a valid repository: repository names must be lower case", field, repo)
 		}
