@@ -40,7 +40,9 @@ type Options struct {
 	UserAgent   string
 	Jobs        int // parallel blob transfers of one image (default 4)
 	Retry       RetryPolicy
-	// ResponseTimeout bounds the wait for response headers (default 2 min).
+	// ResponseTimeout bounds the wait for response headers and for every
+	// read of a response body: a stalled response fails (and is retried)
+	// after it (default DefaultResponseTimeout).
 	ResponseTimeout time.Duration
 	Log             *logrus.Entry
 
@@ -225,8 +227,12 @@ func (c *Client) options(ctx context.Context, repos ...name.Repository) []remote
 		remote.WithTransport(c.transport),
 		c.authFor(repos...),
 		remote.WithUserAgent(c.userAgent()),
+		// Our transport retries every request it can replay; go-containerregistry
+		// retries only whole operations whose bodies it cannot (blob uploads),
+		// and only after transient failures (retryOperation).
 		remote.WithRetryStatusCodes(),
-		remote.WithRetryPredicate(func(error) bool { return false }),
+		remote.WithRetryPredicate(retryOperation),
+		remote.WithRetryBackoff(c.opts.Retry.operationBackoff()),
 	}
 }
 

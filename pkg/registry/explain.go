@@ -74,6 +74,8 @@ func explain(err error, host string) string {
 		return fmt.Sprintf("connection refused by %s: the registry is unreachable (check the host and port, and that it is running)", host)
 	case errors.As(err, &dnsErr):
 		return fmt.Sprintf("cannot resolve the registry host %q: %s", dnsErr.Name, dnsErr.Err)
+	case errors.As(err, new(*StallError)):
+		return redactURLsIn(err.Error())
 	case errors.As(err, &netError) && netError.Timeout():
 		return fmt.Sprintf("timed out talking to %s", host)
 	case errors.As(err, &urlErr):

@@ -17,7 +17,7 @@ func TestProxyFromEnvironment(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		def := c.transport.(*retryTransport).next.(*hostTransports).def
+		def := c.transport.(*retryTransport).next.(*stallTransport).next.(*hostTransports).def
 		for target, want := range map[string]string{
 			"https://registry.example.com/v2/": "http://127.0.0.1:3128",
 			"https://internal.example.com/v2/": "",

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,9 +9,12 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -71,6 +75,99 @@ func (e *RetryError) Error() string {
 
 func (e *RetryError) Unwrap() error { return e.Err }
 
+// Temporary is false: the request was retried already; go-containerregistry
+// must not retry it again.
+func (e *RetryError) Temporary() bool { return false }
+
+// retryOperation is go-containerregistry's retry predicate: it retries
+// whole operations (a blob upload: POST, PATCH, PUT) whose request body could
+// not be replayed by retryTransport, after transient failures only. Requests
+// retryTransport already retried (RetryError) are not retried again.
+func retryOperation(err error) bool {
+	if err == nil {
+		return false
+	}
+	var re *RetryError
+	if errors.As(err, &re) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch te.StatusCode {
+		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	var se *StallError
+	return errors.As(err, &se) || isTransientNetError(err)
+}
+
+// operationBackoff is the backoff of those whole-operation retries.
+func (p RetryPolicy) operationBackoff() remote.Backoff {
+	p = p.withDefaults()
+	return remote.Backoff{Duration: p.Initial, Factor: 2, Jitter: 0.25, Steps: p.Attempts}
+}
+
+// StallError is a response body that sent nothing for the response timeout.
+type StallError struct {
+	Host  string
+	After time.Duration
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("registry %s sent no data for %s (the response stalled)", e.Host, e.After)
+}
+
+// Timeout and Temporary make a stall a transient network error.
+func (e *StallError) Timeout() bool   { return true }
+func (e *StallError) Temporary() bool { return true }
+
+// stallTransport bounds the wait for every read of a response body: a
+// registry (or proxy) that stops sending in the middle of a blob would
+// otherwise hang the download forever, as ResponseHeaderTimeout covers only
+// the headers.
+type stallTransport struct {
+	next    http.RoundTripper
+	timeout time.Duration
+}
+
+func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || resp.Body == nil || resp.Body == http.NoBody {
+		return resp, err
+	}
+	b := &stallBody{rc: resp.Body, err: &StallError{Host: req.URL.Host, After: t.timeout}, timeout: t.timeout}
+	b.timer = time.AfterFunc(time.Hour, func() { b.stalled.Store(true); _ = b.rc.Close() })
+	b.timer.Stop()
+	resp.Body = b
+	return resp, nil
+}
+
+type stallBody struct {
+	rc      io.ReadCloser
+	timer   *time.Timer
+	timeout time.Duration
+	stalled atomic.Bool
+	err     *StallError
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.timeout)
+	n, err := b.rc.Read(p)
+	b.timer.Stop()
+	if err != nil && b.stalled.Load() {
+		return n, b.err
+	}
+	return n, err
+}
+
+func (b *stallBody) Close() error {
+	b.timer.Stop()
+	return b.rc.Close()
+}
+
 type retryTransport struct {
 	next   http.RoundTripper
 	policy RetryPolicy
@@ -112,6 +209,18 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := t.next.RoundTrip(try)
 		transient, status := classify(resp, err)
+		if transient && !replayable && req.Context().Err() == nil && resp != nil {
+			// The caller retries the whole operation (go-containerregistry's
+			// upload loop, see Client.options); make that retry wait as long
+			// as the registry asked.
+			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok && ra > 0 && ra <= t.policy.Budget {
+				t.log.Warnf("registry %s answered %d %s to an upload; it asked to retry after %s", req.URL.Host, status, http.StatusText(status), ra)
+				if err := t.sleep(req, ra); err != nil {
+					drain(resp)
+					return nil, err
+				}
+			}
+		}
 		if !transient || !replayable || req.Context().Err() != nil {
 			return resp, err
 		}
@@ -130,7 +239,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if reason == "" && attempt >= t.policy.Attempts {
 			reason = "giving up"
 		}
-		if reason == "" && waited+wait > t.policy.Budget {
+		// The budget bounds the time from the first try to the start of the
+		// last one (waits and failed tries alike), so a registry that stalls
+		// every request still fails within Budget plus one response timeout.
+		if reason == "" && max(waited, time.Since(start))+wait > t.policy.Budget {
 			reason = fmt.Sprintf("retry budget of %s used up", t.policy.Budget)
 		}
 		if reason != "" {

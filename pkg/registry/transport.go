@@ -11,6 +11,11 @@ import (
 	"time"
 )
 
+// DefaultResponseTimeout is how long a response (its headers, or the next
+// bytes of its body) may keep us waiting before the request counts as
+// failed (and is retried).
+const DefaultResponseTimeout = time.Minute
+
 // hostTransports picks the TLS settings per registry host: client
 // certificates are per host, and so is skipping verification for insecure
 // registries. Every clone shares one CA pool: the system roots plus ca_certs.
@@ -64,7 +69,7 @@ func buildTransport(o *Options, ins *insecureSet) (http.RoundTripper, error) {
 		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 	}
 	if base.ResponseHeaderTimeout == 0 {
-		base.ResponseHeaderTimeout = 2 * time.Minute
+		base.ResponseHeaderTimeout = DefaultResponseTimeout
 	}
 	if len(o.Hosts) > 0 {
 		// Test-only redirection: never let a proxy or DNS see these names.
@@ -92,7 +97,7 @@ func buildTransport(o *Options, ins *insecureSet) (http.RoundTripper, error) {
 		t.TLSClientConfig.Certificates = []tls.Certificate{pair}
 		h.byHost[strings.TrimPrefix(strings.TrimPrefix(cc.Domain, "https://"), "http://")] = t
 	}
-	return newRetryTransport(h, o.Retry, o.log()), nil
+	return newRetryTransport(&stallTransport{next: h, timeout: base.ResponseHeaderTimeout}, o.Retry, o.log()), nil
 }
 
 // insecureSet matches registry hosts against insecure_registries entries:

@@ -25,6 +25,14 @@ const (
 	Fault500                        // 500 Internal Server Error
 	FaultReset                      // close the connection with RST (SO_LINGER 0)
 	FaultStall                      // never answer until the client gives up or the proxy stops
+	Fault502                        // 502 Bad Gateway
+	// FaultResetMidBody sends AfterBytes of the body, then resets the
+	// connection: of the response for a GET, of the request for an upload
+	// (PATCH, PUT with a body), which then never reaches the registry.
+	FaultResetMidBody
+	// FaultStallMidBody sends AfterBytes of the body (as FaultResetMidBody),
+	// then sends nothing until the client gives up or the proxy stops.
+	FaultStallMidBody
 )
 
 func (k FaultKind) String() string {
@@ -39,6 +47,12 @@ func (k FaultKind) String() string {
 		return "reset"
 	case FaultStall:
 		return "stall"
+	case Fault502:
+		return "502"
+	case FaultResetMidBody:
+		return "reset mid-body"
+	case FaultStallMidBody:
+		return "stall mid-body"
 	}
 	return "FaultKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -51,6 +65,12 @@ type Fault struct {
 	// PathContains limits the fault to requests whose path contains it;
 	// other requests pass through without using the fault up.
 	PathContains string
+	// Method, when set, limits the fault to requests of that method in the
+	// same way ("GET", "PATCH", ...).
+	Method string
+	// AfterBytes is how much of the body FaultResetMidBody and
+	// FaultStallMidBody let through first.
+	AfterBytes int64
 }
 
 // FaultProxy is a plain-http reverse proxy to one registry that injects
@@ -70,7 +90,15 @@ type FaultProxy struct {
 	requests int
 	faulted  int
 	log      []string
+	records  []Request
 	stopOnce sync.Once
+}
+
+// Request is one request the proxy saw.
+type Request struct {
+	Method, Path string
+	At           time.Time
+	Fault        FaultKind // 0 when passed through
 }
 
 // StartFaultProxy proxies to target (host:port of a plain-http registry).
@@ -166,17 +194,35 @@ func (p *FaultProxy) next(r *http.Request) (Fault, bool) {
 		p.faults = p.faults[1:]
 	}
 	if len(p.faults) == 0 {
+		p.records = append(p.records, Request{Method: r.Method, Path: r.URL.Path, At: time.Now()})
 		return Fault{}, false
 	}
 	f := &p.faults[0]
-	if f.PathContains != "" && !strings.Contains(r.URL.Path, f.PathContains) {
+	if f.PathContains != "" && !strings.Contains(r.URL.Path, f.PathContains) ||
+		f.Method != "" && f.Method != r.Method {
+		p.records = append(p.records, Request{Method: r.Method, Path: r.URL.Path, At: time.Now()})
 		return Fault{}, false
 	}
 	if f.Count > 0 {
 		f.Count--
 	}
 	p.faulted++
+	p.records = append(p.records, Request{Method: r.Method, Path: r.URL.Path, At: time.Now(), Fault: f.Kind})
 	return *f, true
+}
+
+// Requests lists the requests seen whose method is method ("" any) and
+// whose path contains pathContains, in order.
+func (p *FaultProxy) RequestsMatching(method, pathContains string) []Request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []Request
+	for _, r := range p.records {
+		if (method == "" || r.Method == method) && strings.Contains(r.Path, pathContains) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -186,13 +232,15 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch f.Kind {
-	case Fault429, Fault503, Fault500:
+	case Fault429, Fault503, Fault500, Fault502:
 		status, code := http.StatusInternalServerError, "UNKNOWN"
 		switch f.Kind {
 		case Fault429:
 			status, code = http.StatusTooManyRequests, "TOOMANYREQUESTS"
 		case Fault503:
 			status, code = http.StatusServiceUnavailable, "UNAVAILABLE"
+		case Fault502:
+			status = http.StatusBadGateway
 		}
 		if f.RetryAfter != "" && f.Kind != Fault500 {
 			w.Header().Set("Retry-After", f.RetryAfter)
@@ -226,7 +274,63 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		panic(http.ErrAbortHandler)
+	case FaultResetMidBody, FaultStallMidBody:
+		p.midBody(w, r, f)
 	default:
 		http.Error(w, "testenv: unknown fault kind "+f.Kind.String(), http.StatusInternalServerError)
 	}
+}
+
+// midBody lets f.AfterBytes of a body through, then resets or stalls the
+// client's connection. An upload's body is cut on its way in (the registry
+// never sees the request); any other request is forwarded and its
+// response's body cut.
+func (p *FaultProxy) midBody(w http.ResponseWriter, r *http.Request, f Fault) {
+	upload := r.Body != nil && r.Body != http.NoBody && (r.Method == http.MethodPatch || r.Method == http.MethodPut || r.Method == http.MethodPost)
+	if upload {
+		_, _ = io.CopyN(io.Discard, r.Body, f.AfterBytes)
+	} else {
+		out := r.Clone(r.Context())
+		out.URL.Scheme, out.URL.Host, out.RequestURI = "http", p.target, ""
+		out.Host = r.Host
+		resp, err := p.tr.RoundTrip(out)
+		if err != nil {
+			http.Error(w, "testenv: fault proxy: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, vs := range resp.Header {
+			w.Header()[k] = vs
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.CopyN(w, resp.Body, f.AfterBytes)
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic("testenv: fault proxy response cannot be hijacked")
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	if f.Kind == FaultStallMidBody {
+		// Hijacked connections are not closed by the server: wait for the
+		// client to go away (a read error) or the proxy to stop.
+		done := make(chan struct{})
+		go func() {
+			_, _ = io.Copy(io.Discard, conn)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-p.stopCh:
+		}
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
 }
