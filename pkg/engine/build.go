@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"strings"
 
@@ -13,8 +14,16 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// BuildOptions describe a build with the classic builder.
+// BuildOptions describe a build.
 type BuildOptions struct {
+	// BuildKit builds with BuildKit through a session; false uses the
+	// classic builder.
+	BuildKit bool
+	// Secrets are BuildKit build secrets.
+	Secrets []Secret
+	// InlineCache embeds BuildKit cache metadata in the image config so the
+	// pushed image can serve as cache_from later (BuildKit only).
+	InlineCache bool
 	// ContextDir is the build context folder.
 	ContextDir string
 	// Dockerfile is the Dockerfile's path (absolute or relative to the working
@@ -28,7 +37,8 @@ type BuildOptions struct {
 	CacheFrom []string
 	// Tags name the built image (optional: Push tags it anyway).
 	Tags []string
-	// Auth has the credentials for pulling FROM images.
+	// Auth has the credentials for pulling FROM images (the build's
+	// AuthConfigs for the classic builder, the session for BuildKit).
 	Auth RegistryAuth
 	// NetworkMode of RUN steps: "" for the daemon's default, "host", "none".
 	NetworkMode string
@@ -43,9 +53,10 @@ type BuildResult struct {
 	ID string
 }
 
-// Build builds an image with the classic builder. The context is sent as a
-// tar with .dockerignore applied; intermediate containers are always removed,
-// also after a failed step. A failing step's error carries its output tail.
+// Build builds an image with the classic builder or BuildKit. The context is
+// sent as a tar with .dockerignore applied; the classic builder's
+// intermediate containers are always removed, also after a failed step. A
+// failing step's error carries its output tail.
 func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (BuildResult, error) {
 	log = orDiscard(log)
 	bc, err := newBuildContext(o.ContextDir, o.Dockerfile)
@@ -59,17 +70,34 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 		Tags:        o.Tags,
 		Labels:      o.Labels,
 		CacheFrom:   o.CacheFrom,
-		AuthConfigs: o.Auth.BuildConfigs(),
 		NetworkMode: o.NetworkMode,
 		PullParent:  o.PullParent,
 		NoCache:     o.NoCache,
 		Remove:      true,
 		ForceRemove: true,
 	}
-	names := make([]string, 0, len(o.BuildArgs))
-	if len(o.BuildArgs) > 0 {
-		opts.BuildArgs = make(map[string]*string, len(o.BuildArgs))
-		for k, v := range o.BuildArgs {
+	args := o.BuildArgs
+	builder := "the classic builder"
+	if o.BuildKit {
+		builder = "BuildKit"
+		opts.Version = build.BuilderBuildKit
+		if o.InlineCache {
+			args = maps.Clone(args)
+			if args == nil {
+				args = map[string]string{}
+			}
+			args[InlineCacheArg] = "1"
+		}
+	} else {
+		opts.AuthConfigs = o.Auth.BuildConfigs()
+		if len(o.Secrets) > 0 {
+			return BuildResult{}, errors.New("build: secrets need BuildKit")
+		}
+	}
+	names := make([]string, 0, len(args))
+	if len(args) > 0 {
+		opts.BuildArgs = make(map[string]*string, len(args))
+		for k, v := range args {
 			opts.BuildArgs[k] = &v
 			names = append(names, k)
 		}
@@ -79,10 +107,41 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 	if df == "" {
 		df = "Dockerfile"
 	}
-	log.Infof("building %s with %s", o.ContextDir, df)
+	log.Infof("building %s with %s, using %s", o.ContextDir, df, builder)
 	if len(names) > 0 {
 		// Names only: values may be credentials.
 		log.Infof("build args: %s", strings.Join(names, ", "))
+	}
+	if len(o.Secrets) > 0 {
+		ids := make([]string, len(o.Secrets))
+		for i, s := range o.Secrets {
+			ids[i] = s.ID
+		}
+		log.Infof("build secrets: %s", strings.Join(ids, ", "))
+	}
+	sr := newStreamReader(log)
+	var progress *bkProgress
+	buildKitID := ""
+	if o.BuildKit {
+		id, stop, err := buildKitSession(ctx, cli, o, log)
+		if err != nil {
+			return BuildResult{}, fmt.Errorf("build: %w", err)
+		}
+		defer stop()
+		opts.SessionID = id
+		progress = newBKProgress(log)
+		sr.outputFn = progress.output
+		sr.onAux = func(id string, aux json.RawMessage) bool {
+			switch id {
+			case auxBuildKitTrace:
+				progress.trace(aux)
+				return true
+			case auxImageID:
+				buildKitID = buildKitImageID(aux)
+				return true
+			}
+			return false
+		}
 	}
 
 	pr, pw := io.Pipe()
@@ -108,14 +167,15 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 		}
 		return BuildResult{}, fmt.Errorf("build: %w", err)
 	}
-	res, err := readBody(ctx, resp.Body, log)
+	res, err := readStream(ctx, resp.Body, sr)
+	resp.Body.Close()
 	if werr := finish(); werr != nil {
 		return BuildResult{}, fmt.Errorf("build: %w", werr)
 	}
 	if err != nil {
 		return BuildResult{}, fmt.Errorf("build: %w", err)
 	}
-	id := ""
+	id := buildKitID
 	for _, raw := range res.Aux {
 		var r build.Result
 		if json.Unmarshal(raw, &r) == nil && r.ID != "" {

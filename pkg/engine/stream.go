@@ -64,7 +64,10 @@ func (e *StreamError) Error() string {
 // byte tick. An error message in the stream ends reading and is returned as a
 // *StreamError.
 func ReadStream(ctx context.Context, r io.Reader, log *logrus.Entry) (StreamResult, error) {
-	sr := newStreamReader(log)
+	return readStream(ctx, r, newStreamReader(log))
+}
+
+func readStream(ctx context.Context, r io.Reader, sr *streamReader) (StreamResult, error) {
 	dec := json.NewDecoder(r)
 	for {
 		var m message
@@ -91,6 +94,11 @@ type streamReader struct {
 	pending string            // stream text after the last newline
 	step    string            // current build step's header
 	tail    []string
+	// onAux, when set, sees aux payloads first (BuildKit's trace and image
+	// ID messages); true means it consumed the message.
+	onAux func(id string, aux json.RawMessage) bool
+	// output, when set, replaces the step header and tail in errors.
+	outputFn func() []string
 }
 
 func newStreamReader(log *logrus.Entry) *streamReader {
@@ -112,7 +120,7 @@ func (s *streamReader) handle(m message) error {
 		}
 		return e
 	}
-	if len(m.Aux) > 0 {
+	if len(m.Aux) > 0 && (s.onAux == nil || !s.onAux(m.ID, m.Aux)) {
 		s.aux = append(s.aux, m.Aux)
 	}
 	if m.Stream != "" {
@@ -184,6 +192,9 @@ func (s *streamReader) status(m message) {
 }
 
 func (s *streamReader) output() []string {
+	if s.outputFn != nil {
+		return s.outputFn()
+	}
 	var out []string
 	if s.step != "" {
 		out = append(out, s.step)

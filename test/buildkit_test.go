@@ -1,0 +1,229 @@
+package test
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/concourse-docker/docker-image-resource/test/testenv"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// imageFile reads one file from a pushed image's flattened filesystem.
+func imageFile(t *testing.T, img v1.Image, path string) (string, bool) {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	content, found := "", false
+	for _, l := range layers { // later layers win
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimPrefix(h.Name, "./") == strings.TrimPrefix(path, "/") {
+				b, _ := io.ReadAll(tr)
+				content, found = string(b), true
+			}
+		}
+		rc.Close()
+	}
+	return content, found
+}
+
+// imageContains reports whether marker appears anywhere in the image: its
+// config, its manifest or any layer's uncompressed bytes.
+func imageContains(t *testing.T, img v1.Image, marker string) string {
+	t.Helper()
+	if b, _ := img.RawConfigFile(); strings.Contains(string(b), marker) {
+		return "config"
+	}
+	if b, _ := img.RawManifest(); strings.Contains(string(b), marker) {
+		return "manifest"
+	}
+	layers, _ := img.Layers()
+	for i, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if strings.Contains(string(b), marker) {
+			d, _ := l.Digest()
+			return "layer " + string(rune('0'+i)) + " " + d.String()
+		}
+	}
+	return ""
+}
+
+func sha(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+func pushedImage(t *testing.T, reg *testenv.Registry, ref string) v1.Image {
+	t.Helper()
+	img, err := remote.Image(reg.Ref(t, ref), reg.RemoteOptions()...)
+	if err != nil {
+		t.Fatalf("%s not pushed: %v", ref, err)
+	}
+	return img
+}
+
+func TestBuildKitSecrets(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg.Push(t, "bk/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
+	srcDir := t.TempDir()
+	const envMarker, fileMarker = "env-secret-7f3a9c21", "file-secret-52be0d84"
+	t.Setenv("BK_TEST_TOKEN", envMarker)
+	writeFiles(t, srcDir, map[string]string{
+		"secret.txt": fileMarker,
+		// cat prints both secrets into the build log: the log must mask them.
+		"app/Dockerfile": "FROM " + reg.Host + "/bk/base:1\n" +
+			"RUN --mount=type=secret,id=api-key.v1 --mount=type=secret,id=file-secret " +
+			"cat /run/secrets/api-key.v1 /run/secrets/file-secret && " +
+			"sha256sum /run/secrets/api-key.v1 /run/secrets/file-secret | cut -d' ' -f1 > /sums\n",
+	})
+	resp := putOK(t, srcDir, map[string]any{
+		"source": source(reg, "bk/secrets", map[string]any{"debug": true}),
+		"params": map[string]any{"build": "app", "secrets": map[string]any{
+			"api-key.v1":  map[string]any{"env": "BK_TEST_TOKEN"},
+			"file-secret": map[string]any{"source": "secret.txt"},
+		}},
+	})
+	img := pushedImage(t, reg, "bk/secrets:latest")
+	sums, ok := imageFile(t, img, "/sums")
+	if !ok || len(strings.Fields(sums)) != 2 || strings.Fields(sums)[0] != sha(envMarker) || strings.Fields(sums)[1] != sha(fileMarker) {
+		t.Errorf("the RUN step did not see the secrets: /sums = %q", sums)
+	}
+	for _, m := range []string{envMarker, fileMarker} {
+		if where := imageContains(t, img, m); where != "" {
+			t.Errorf("secret %s is in the image's %s", m, where)
+		}
+		if strings.Contains(resp.Version.Digest, m) {
+			t.Errorf("secret in the response")
+		}
+	}
+}
+
+// TestBuildKitBuilds runs the put's build features under BuildKit: a loaded
+// base satisfies FROM without a pull, target_name picks a stage, FROM images
+// from another private registry authenticate through the session, a failing
+// step reports its output, and inline cache makes the pushed image usable as
+// cache.
+func TestBuildKitBuilds(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	other := testenv.StartRegistry(t, testenv.RegistryOptions{Username: "other", Password: "other-pass-1b9e"})
+	baseDigest := reg.Push(t, "bk/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{})).String()
+	other.Push(t, "priv/base:2", testenv.BusyboxImage(t, labelled(t, "private")))
+	srcDir := t.TempDir()
+	getOK(t, filepath.Join(srcDir, "base"), map[string]any{
+		"source": source(reg, "bk/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": baseDigest},
+		"params": map[string]any{"save": true},
+	})
+	reg.Delete(t, "bk/base@"+baseDigest) // only the loaded copy can satisfy FROM now
+	from := "FROM " + reg.Host + "/bk/base:1"
+	writeFiles(t, srcDir, map[string]string{
+		"multi/Dockerfile":   from + " AS first\nRUN echo one > /stage\nLABEL stage=first\n" + from + " AS second\nRUN false\n",
+		"private/Dockerfile": "FROM " + other.Host + "/priv/base:2\nRUN echo ok > /ok\n",
+		"fail/Dockerfile":    from + "\nRUN echo about to fail && exit 3\n",
+		"cache/Dockerfile":   from + "\nRUN echo cached > /c\nARG N\nRUN echo \"$N\" > /n\n",
+	})
+	bk := func(params map[string]any) map[string]any {
+		params["docker_buildkit"] = 1
+		return params
+	}
+
+	t.Run("load_base and target_name", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "bk/multi", nil),
+			"params": bk(map[string]any{"build": "multi", "target_name": "first", "load_base": "base"})})
+		img := pushedImage(t, reg, "bk/multi:latest")
+		cfg, _ := img.ConfigFile()
+		if s, _ := imageFile(t, img, "/stage"); cfg.Config.Labels["stage"] != "first" || s != "one\n" {
+			t.Errorf("labels %v, /stage %q", cfg.Config.Labels, s)
+		}
+	})
+	t.Run("FROM a private registry through the session's credentials", func(t *testing.T) {
+		priv := map[string]any{"additional_private_registries": []any{
+			map[string]any{"registry": other.Host, "username": other.Username, "password": other.Password}}}
+		putOK(t, srcDir, map[string]any{"source": source(reg, "bk/private", priv), "params": bk(map[string]any{"build": "private"})})
+		if s, _ := imageFile(t, pushedImage(t, reg, "bk/private:latest"), "/ok"); s != "ok\n" {
+			t.Errorf("/ok = %q", s)
+		}
+		// Without them the same build fails: the credentials did the work.
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "bk/private2", nil), "params": bk(map[string]any{"build": "private"})})
+		if r.err == nil {
+			t.Fatal("built FROM a private image without its credentials")
+		}
+		if strings.Contains(r.stderr, other.Password) || strings.Contains(r.err.Error(), other.Password) {
+			t.Error("password leaked")
+		}
+	})
+	t.Run("a failing RUN step reports its output and pushes nothing", func(t *testing.T) {
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "bk/fail", nil), "params": bk(map[string]any{"build": "fail", "load_base": "base"})})
+		if r.err == nil || !strings.Contains(r.err.Error(), "about to fail") || !strings.Contains(r.err.Error(), "RUN echo about to fail") {
+			t.Fatalf("err %v", r.err)
+		}
+		if _, err := remote.Head(reg.Ref(t, "bk/fail:latest"), reg.RemoteOptions()...); err == nil {
+			t.Error("pushed after a failed build")
+		}
+	})
+	t.Run("inline cache: the pushed image is the next build's cache", func(t *testing.T) {
+		params := func(n string) map[string]any {
+			return bk(map[string]any{"build": "cache", "load_base": "base", "cache": true, "cache_tag": "latest",
+				"build_args": map[string]any{"N": n}})
+		}
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "bk/cache", nil), "params": params("1")})
+		if r.err != nil || !strings.Contains(r.stderr, "building without it") {
+			t.Fatalf("first build: %v\n%s", r.err, r.stderr)
+		}
+		cfg, _ := pushedImage(t, reg, "bk/cache:latest").RawConfigFile()
+		if !strings.Contains(string(cfg), "moby.buildkit.cache.v0") {
+			t.Errorf("no inline cache metadata in the config: %s", cfg)
+		}
+		r = runOut(t, srcDir, map[string]any{"source": source(reg, "bk/cache", nil), "params": params("2")})
+		if r.err != nil {
+			t.Fatalf("second build: %v\n%s", r.err, r.stderr)
+		}
+		if !cachedStep(r.stderr, "RUN echo cached") || cachedStep(r.stderr, `RUN echo "$N"`) {
+			t.Errorf("expected the first RUN cached and the second rebuilt:\n%s", r.stderr)
+		}
+	})
+}
+
+// cachedStep reports whether the BuildKit log shows the step whose name
+// contains step as CACHED.
+func cachedStep(log, step string) bool {
+	num := ""
+	for _, l := range strings.Split(log, "\n") {
+		f := strings.Fields(l)
+		for i, w := range f {
+			if strings.HasPrefix(w, "#") && i+1 < len(f) {
+				if num == "" && strings.Contains(l, step) {
+					num = w
+				} else if num != "" && w == num && f[i+1] == "CACHED" {
+					return true
+				}
+				break
+			}
+		}
+	}
+	return false
+}
