@@ -145,6 +145,9 @@ func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, 
 			ContextDir: plan.path, Dockerfile: plan.dockerfile, Target: params.TargetName,
 			BuildArgs: plan.buildArgs, Labels: plan.labels, CacheFrom: cacheFrom, Auth: plan.auth,
 			NetworkMode: env.Hooks.BuildNetwork,
+			// Inline cache always: it costs a few config bytes and lets any
+			// later build use this image as cache_from.
+			BuildKit: plan.buildkit, Secrets: plan.secrets, InlineCache: plan.buildkit,
 		}
 		res, err := engine.Build(ctx, cli, o, s.log)
 		if err != nil {

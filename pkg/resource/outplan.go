@@ -55,7 +55,7 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 	if err := ecrUnsupported(src); err != nil {
 		return nil, err
 	}
-	if err := planBuilder(plan, params, abs); err != nil {
+	if err := planBuilder(s, plan, params, abs); err != nil {
 		return nil, err
 	}
 
