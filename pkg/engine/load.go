@@ -15,8 +15,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
+	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/client"
 	"github.com/sirupsen/logrus"
 )
@@ -49,23 +52,7 @@ func Load(ctx context.Context, cli Client, tarPath string, log *logrus.Entry) (L
 		return LoadResult{}, fmt.Errorf("load %s: %w", tarPath, err)
 	}
 	defer f.Close()
-	resp, err := cli.ImageLoad(ctx, f, client.ImageLoadWithQuiet(true))
-	if err != nil {
-		return LoadResult{}, fmt.Errorf("load %s: %w", tarPath, err)
-	}
-	if !resp.JSON {
-		// Old daemons answer plain text; it still must be read to the end.
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return LoadResult{}, fmt.Errorf("load %s: reading answer: %w", tarPath, err)
-		}
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			if l != "" {
-				log.Info(l)
-			}
-		}
-	} else if _, err := readBody(ctx, resp.Body, log); err != nil {
+	if err := imageLoad(ctx, cli, f, log); err != nil {
 		return LoadResult{}, fmt.Errorf("load %s: %w", tarPath, err)
 	}
 	for _, img := range images {
@@ -87,6 +74,31 @@ func Load(ctx context.Context, cli Client, tarPath string, log *logrus.Entry) (L
 		}
 	}
 	return LoadResult{Images: images}, nil
+}
+
+// imageLoad sends a docker-save stream to the daemon and reads its answer
+// to the end (errors arrive inside it).
+func imageLoad(ctx context.Context, cli Client, r io.Reader, log *logrus.Entry) error {
+	resp, err := cli.ImageLoad(ctx, r, client.ImageLoadWithQuiet(true))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if !resp.JSON {
+		// Old daemons answer plain text; it still must be read to the end.
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return fmt.Errorf("reading answer: %w", err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l != "" {
+				log.Info(l)
+			}
+		}
+		return nil
+	}
+	_, err = readBody(ctx, resp.Body, log)
+	return err
 }
 
 // saveManifest is one entry of a docker-save manifest.json.
@@ -202,77 +214,154 @@ func cleanTarName(n string) string {
 	return strings.TrimPrefix(path.Clean("/"+n), "/")
 }
 
-// Base is a base image loaded from a get-with-save folder and tagged as its
-// repository and tag.
+// Base is a base image loaded from a folder and tagged with the name FROM
+// uses (when the folder or its entry gives one).
 type Base struct {
 	ID         string
-	Repository string
+	Repository string // empty: loaded by ID only
 	Tag        string
 }
 
-// Ref is "repository:tag", the name a Dockerfile's FROM uses.
-func (b Base) Ref() string { return b.Repository + ":" + b.Tag }
+// Ref is "repository:tag", the name a Dockerfile's FROM uses; the image ID
+// when the base has no name.
+func (b Base) Ref() string {
+	if b.Repository == "" {
+		return b.ID
+	}
+	return b.Repository + ":" + b.Tag
+}
 
 // Files of a folder written by a get with save.
 const (
-	BaseImageFile      = "image"
-	BaseImageIDFile    = "image-id"
-	BaseRepositoryFile = "repository"
-	BaseTagFile        = "tag"
+	BaseImageFile      = baseimage.ImageFile
+	BaseImageIDFile    = baseimage.ImageIDFile
+	BaseRepositoryFile = baseimage.RepositoryFile
+	BaseTagFile        = baseimage.TagFile
 )
 
-// LoadBase loads the image of a get-with-save folder (files image, image-id,
-// repository, tag), checks it got the ID image-id names, and tags it
-// repository:tag, so a FROM naming it needs no pull.
+// LoadBase recognises dir's layout (pkg/baseimage) and loads it as
+// LoadFolder does, with the name its files give.
 func LoadBase(ctx context.Context, cli Client, dir string, log *logrus.Entry) (Base, error) {
-	log = orDiscard(log)
-	vals := map[string]string{}
-	for _, name := range []string{BaseImageIDFile, BaseRepositoryFile, BaseTagFile} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if errors.Is(err, os.ErrNotExist) {
-			return Base{}, missingBaseFile(dir, name)
-		}
-		if err != nil {
-			return Base{}, fmt.Errorf("load base %s: %w", dir, err)
-		}
-		v := strings.TrimSpace(string(b))
-		if v == "" {
-			return Base{}, fmt.Errorf("load base %s: file %q is empty", dir, name)
-		}
-		vals[name] = v
-	}
-	imgPath := filepath.Join(dir, BaseImageFile)
-	if _, err := os.Stat(imgPath); errors.Is(err, os.ErrNotExist) {
-		return Base{}, missingBaseFile(dir, BaseImageFile)
-	} else if err != nil {
-		return Base{}, fmt.Errorf("load base %s: %w", dir, err)
-	}
-	want := vals[BaseImageIDFile]
-	if !strings.HasPrefix(want, "sha256:") {
-		want = "sha256:" + want
-	}
-	b := Base{ID: want, Repository: vals[BaseRepositoryFile], Tag: vals[BaseTagFile]}
-
-	log.Infof("loading base image %s from %s", b.Ref(), dir)
-	res, err := Load(ctx, cli, imgPath, log)
+	f, err := baseimage.Detect(dir, baseimage.HostPlatform())
 	if err != nil {
-		return Base{}, fmt.Errorf("load base %s: %w", b.Ref(), err)
+		return Base{}, fmt.Errorf("load base: %w", err)
 	}
-	if len(res.Images) != 1 {
-		return Base{}, fmt.Errorf("load base %s: %s holds %d images, want 1", b.Ref(), imgPath, len(res.Images))
+	return LoadFolder(ctx, cli, f, log)
+}
+
+// LoadFolder loads a recognised base folder into the daemon, checks the
+// image got the ID the folder names (image-id, or oci-build-task's config
+// digest) and tags it with the folder's name, so a FROM naming it needs no
+// pull. Docker-save tarballs go to the daemon as they are; OCI layouts are
+// written as a docker-save stream on the fly (daemons before Docker 25
+// cannot load a layout), with zstd layers decompressed for daemons before
+// Docker 23, which cannot load zstd.
+func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, log *logrus.Entry) (Base, error) {
+	log = orDiscard(log)
+	b := Base{Repository: f.Repository, Tag: f.Tag}
+	what := f.Ref()
+	if what == "" {
+		what = "(unnamed)"
 	}
-	if got := res.Images[0].ID; got != want {
-		return Base{}, fmt.Errorf("load base %s: %s loaded as image %s, but %s says %s", b.Ref(), imgPath, got, filepath.Join(dir, BaseImageIDFile), want)
+	detail := f.Origin + ", " + f.Kind.String()
+	if f.Image != nil {
+		detail += ", " + f.Image.Platform
+	}
+	log.Infof("loading base image %s from %s (%s)", what, f.Dir, detail)
+
+	var img baseimage.Image
+	convert := f.Kind != baseimage.DockerSave
+	if convert {
+		img = f.Image.Image()
+	} else if !zstdLoads(ctx, cli) {
+		// A docker-save tarball may carry zstd layers too (gets of zstd
+		// images); only then is it rewritten.
+		if si, err := baseimage.ReadSave(f.Path); err == nil && si.HasZstd() {
+			img, convert = si, true
+		}
+	}
+	if convert {
+		decompress := img.HasZstd() && !zstdLoads(ctx, cli)
+		if decompress {
+			log.Infof("base %s has zstd layers, which this dockerd cannot load (Docker 23 and later can): loading them decompressed", what)
+		}
+		if err := loadStream(ctx, cli, img, decompress, log); err != nil {
+			return Base{}, fmt.Errorf("load base %s from %s: %w", what, f.Path, err)
+		}
+		b.ID = img.ID()
+		ins, err := cli.ImageInspect(ctx, b.ID)
+		if err != nil {
+			return Base{}, fmt.Errorf("load base %s: image %s not in the daemon after loading: %w", what, b.ID, err)
+		}
+		if ins.ID != b.ID {
+			return Base{}, fmt.Errorf("load base %s: daemon gave ID %s to the image whose config digest is %s", what, ins.ID, b.ID)
+		}
+	} else {
+		res, err := Load(ctx, cli, f.Path, log)
+		if err != nil {
+			return Base{}, fmt.Errorf("load base %s: %w", what, err)
+		}
+		if len(res.Images) != 1 {
+			return Base{}, fmt.Errorf("load base %s: %s holds %d images, want 1", what, f.Path, len(res.Images))
+		}
+		b.ID = res.Images[0].ID
+	}
+	if f.ImageID != "" && b.ID != f.ImageID {
+		src := filepath.Join(f.Dir, BaseImageIDFile)
+		if f.Kind != baseimage.DockerSave || filepath.Base(f.Path) != BaseImageFile {
+			src = filepath.Join(f.Dir, baseimage.DigestFile)
+		}
+		return Base{}, fmt.Errorf("load base %s: %s loaded as image %s, but %s says %s", what, f.Path, b.ID, src, f.ImageID)
+	}
+	if b.Repository == "" {
+		// The caller warns when a name was needed (not for params.load).
+		log.Infof("loaded base image %s without a name (the folder names no repository and tag)", ShortID(b.ID))
+		return b, nil
 	}
 	if err := Tag(ctx, cli, b.ID, b.Repository, b.Tag); err != nil {
-		return Base{}, fmt.Errorf("load base %s: %w", b.Ref(), err)
+		return Base{}, fmt.Errorf("load base %s: %w", what, err)
 	}
 	log.Infof("loaded base image %s (%s)", b.Ref(), ShortID(b.ID))
 	return b, nil
 }
 
-func missingBaseFile(dir, name string) error {
-	return fmt.Errorf("load base %s: no file %q in it: was it fetched by a get step with save: true?", dir, name)
+// loadStream writes img as a docker-save stream straight into ImageLoad:
+// no temporary copy of the layers.
+func loadStream(ctx context.Context, cli Client, img baseimage.Image, decompressZstd bool, log *logrus.Entry) error {
+	pr, pw := io.Pipe()
+	werr := make(chan error, 1)
+	go func() {
+		err := baseimage.WriteDockerSave(ctx, pw, img, decompressZstd)
+		pw.CloseWithError(err)
+		werr <- err
+	}()
+	err := imageLoad(ctx, cli, pr, log)
+	// Unblock the writer if the daemon stopped reading early.
+	pr.CloseWithError(errors.New("the daemon stopped reading the image"))
+	if wErr := <-werr; wErr != nil && !errors.Is(wErr, io.ErrClosedPipe) && err == nil {
+		return fmt.Errorf("writing the image for the daemon: %w", wErr)
+	} else if wErr != nil && err != nil && !errors.Is(wErr, io.ErrClosedPipe) {
+		return fmt.Errorf("%w (writing the image: %v)", err, wErr)
+	}
+	return err
+}
+
+// zstdLoads reports whether the daemon can load zstd layers: Docker 23 and
+// later can. An unknown version counts as "cannot" (decompressing is safe).
+func zstdLoads(ctx context.Context, cli Client) bool {
+	v, ok := cli.(interface {
+		ServerVersion(context.Context) (types.Version, error)
+	})
+	if !ok {
+		return false
+	}
+	sv, err := v.ServerVersion(ctx)
+	if err != nil {
+		return false
+	}
+	major, _, _ := strings.Cut(sv.Version, ".")
+	n, err := strconv.Atoi(major)
+	return err == nil && n >= 23
 }
 
 // Tag names image (an ID or a name) repo:tag.

@@ -85,11 +85,11 @@ type OutParams struct {
 	DockerBuildkit *Switch           `json:"docker_buildkit"` // nil: the default builder
 	Secrets        map[string]Secret `json:"secrets"`
 
-	LoadBase  string   `json:"load_base"`
-	LoadBases []string `json:"load_bases"`
-	CacheFrom []string `json:"cache_from"`
-	Cache     Bool     `json:"cache"`
-	CacheTag  Literal  `json:"cache_tag"`
+	LoadBase  BaseEntry   `json:"load_base"`
+	LoadBases []BaseEntry `json:"load_bases"`
+	CacheFrom []BaseEntry `json:"cache_from"`
+	Cache     Bool        `json:"cache"`
+	CacheTag  Literal     `json:"cache_tag"`
 
 	Load           string  `json:"load"`
 	LoadFile       string  `json:"load_file"`
@@ -106,6 +106,15 @@ type OutParams struct {
 	TagAsLatest    Bool   `json:"tag_as_latest"`
 
 	Rootfs Retired `json:"rootfs" retired:"the put no longer exports a rootfs; use get_params: {rootfs: true} on the put step"`
+}
+
+// BaseEntry is a load_base, load_bases or cache_from entry: a folder path
+// (a string), or an object that also names the image for FROM, for folders
+// whose files do not (oci-build-task's output).
+type BaseEntry struct {
+	Path       string  `json:"path"`
+	Repository string  `json:"repository"`
+	Tag        Literal `json:"tag"`
 }
 
 // Secret is a build secret: exactly one of Env or Source.

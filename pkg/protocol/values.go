@@ -3,7 +3,9 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -78,6 +80,38 @@ func (v *Switch) UnmarshalJSON(b []byte) error {
 	default:
 		return &typeError{want: `true, false, 0 or 1`, got: jsonKind(b)}
 	}
+	return nil
+}
+
+// UnmarshalJSON takes a path string or {path, repository, tag}; unknown
+// object keys are refused like everywhere else.
+func (e *BaseEntry) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		*e = BaseEntry{}
+		return json.Unmarshal(b, &e.Path)
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return &typeError{want: "a folder path or an object {path, repository, tag}", got: jsonKind(b)}
+	}
+	type plain BaseEntry // without this method
+	var d decoder
+	var out plain
+	if err := d.decodeStruct("entry", b, reflect.ValueOf(&out).Elem()); err != nil {
+		// The caller adds the field's path (params.load_bases[1]).
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("%s: %s", strings.TrimPrefix(fe.Field, "entry."), fe.Msg)
+		}
+		return err
+	}
+	if out.Path == "" {
+		return errors.New("the object form needs path (the folder)")
+	}
+	if out.Tag != "" && out.Repository == "" {
+		return errors.New("tag without repository: give repository too")
+	}
+	*e = BaseEntry(out)
 	return nil
 }
 

@@ -12,31 +12,33 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"regexp"
 	"strings"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Files of a folder written by a get with save: true (as pkg/engine names
-// them; digest is optional: gets before it existed did not write it).
+// Files of a folder written by a get with save: true.
 const (
-	imageFile      = "image"
-	imageIDFile    = "image-id"
-	repositoryFile = "repository"
-	tagFile        = "tag"
-	digestFile     = "digest"
+	imageFile      = baseimage.ImageFile
+	imageIDFile    = baseimage.ImageIDFile
+	repositoryFile = baseimage.RepositoryFile
+	tagFile        = baseimage.TagFile
+	digestFile     = baseimage.DigestFile
 )
 
-// base is a folder of a get with save: true, its image tarball indexed so
-// every layer's original compressed blob can be read in place.
+// base is a base folder (pkg/baseimage: a get with save: true,
+// registry-image-resource's oci or oci-layout format, oci-build-task's
+// output), indexed so every layer's original compressed blob can be read in
+// place: inside a docker-save or OCI-layout tarball, or as a layout's file.
 type base struct {
 	dir     string
 	tarball string
 	id      v1.Hash // config digest: the image ID docker load gives
-	repo    string  // repository file, as users write it
+	repo    string  // repository file, as users write it; may be empty
 	tag     string
 	version string // digest file: the manifest (or index) digest; may be empty
 	config  []byte
@@ -51,6 +53,9 @@ type base struct {
 	// verified: every layer digest was proven (by the manifest digest or by
 	// hashing), so the manifest may name them.
 	verified bool
+	// fixed: the family and raw manifest are known (an OCI layout holds
+	// the registry's own manifest); identify has nothing to find.
+	fixed bool
 }
 
 // baseBlob is one layer of a base as the registry stores it.
@@ -61,7 +66,8 @@ type baseBlob struct {
 	// by digest); zero when the name does not say, until verify hashes it.
 	digest v1.Hash
 	size   int64
-	offset int64 // of the blob's bytes inside the tarball
+	file   string // the tarball or the layout's blob file
+	offset int64  // of the blob's bytes inside file
 	comp   compression.Compression
 }
 
@@ -77,27 +83,17 @@ type saveManifest struct {
 // extension for the compression.
 var blobName = regexp.MustCompile(`^([0-9a-f]{64})(\.tar|\.tar\.gz|\.tar\.zst)$`)
 
-// readBase indexes dir's image tarball. It reads only tar headers,
-// manifest.json, the config and four bytes of each layer: no blob is read in
-// full here.
+// readBase indexes dir's image. It reads only tar headers, manifests, the
+// config and four bytes of each layer: no blob is read in full here.
 func readBase(dir string) (*base, error) {
-	b := &base{dir: dir, tarball: filepath.Join(dir, imageFile)}
-	vals := map[string]string{}
-	for _, name := range []string{imageIDFile, repositoryFile, tagFile, digestFile} {
-		raw, err := os.ReadFile(filepath.Join(dir, name))
-		if errors.Is(err, os.ErrNotExist) && name == digestFile {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", name, err)
-		}
-		vals[name] = strings.TrimSpace(string(raw))
+	bf, err := baseimage.Detect(dir, baseimage.HostPlatform())
+	if err != nil {
+		return nil, err
 	}
-	b.repo, b.tag, b.version = vals[repositoryFile], vals[tagFile], vals[digestFile]
-	if b.repo == "" {
-		return nil, fmt.Errorf("file %s is empty", repositoryFile)
+	b := &base{dir: dir, tarball: bf.Path, repo: bf.Repository, tag: bf.Tag, version: bf.ManifestDigest}
+	if bf.Image != nil {
+		return layoutBase(b, bf.Image)
 	}
-
 	f, err := os.Open(b.tarball)
 	if err != nil {
 		return nil, err
@@ -134,8 +130,12 @@ func readBase(dir string) (*base, error) {
 		return nil, fmt.Errorf("%s: config: %w", b.tarball, err)
 	}
 	b.id = sha256Hash(b.config)
-	if want := vals[imageIDFile]; want != b.id.String() && "sha256:"+want != b.id.String() {
-		return nil, fmt.Errorf("%s holds image %s, but %s says %s", b.tarball, b.id, imageIDFile, want)
+	if want := bf.ImageID; want != "" && want != b.id.String() {
+		src := imageIDFile
+		if path.Base(b.tarball) != imageFile {
+			src = digestFile // oci-build-task: the config digest
+		}
+		return nil, fmt.Errorf("%s holds image %s, but %s says %s", b.tarball, b.id, src, want)
 	}
 	cfg, err := v1.ParseConfigFile(bytes.NewReader(b.config))
 	if err != nil {
@@ -149,12 +149,37 @@ func readBase(dir string) (*base, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: layer %s is not in the tarball", b.tarball, name)
 		}
-		l := &baseBlob{base: b, diffID: cfg.RootFS.DiffIDs[i], size: e.size, offset: e.offset}
+		l := &baseBlob{base: b, diffID: cfg.RootFS.DiffIDs[i], size: e.size, file: b.tarball, offset: e.offset}
 		if sm := blobName.FindStringSubmatch(path.Base(name)); sm != nil {
 			l.digest = v1.Hash{Algorithm: "sha256", Hex: sm[1]}
 		}
 		if l.comp, err = sniff(f, e); err != nil {
 			return nil, fmt.Errorf("%s: layer %s: %w", b.tarball, name, err)
+		}
+		b.layers = append(b.layers, l)
+	}
+	return b, nil
+}
+
+// layoutBase is an OCI layout's chosen image: its manifest is the
+// registry's own, so its media types and bytes are kept.
+func layoutBase(b *base, img *baseimage.LayoutImage) (*base, error) {
+	b.config, b.id, b.raw, b.fixed = img.RawConfig, img.ID, img.RawManifest, true
+	b.family, b.familyWhy = docker, "the layout's manifest"
+	if img.Descriptor.MediaType == types.OCIManifestSchema1 || img.Manifest.MediaType == types.OCIManifestSchema1 {
+		b.family = oci
+	}
+	for i, d := range img.Manifest.Layers {
+		bl := img.Layers[i]
+		l := &baseBlob{base: b, diffID: img.Config.RootFS.DiffIDs[i], digest: d.Digest, size: bl.Size, file: bl.File, offset: bl.Offset}
+		f, err := os.Open(bl.File)
+		if err != nil {
+			return nil, err
+		}
+		l.comp, err = sniff(f, tarEntry{offset: bl.Offset, size: bl.Size})
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", d.Digest, err)
 		}
 		b.layers = append(b.layers, l)
 	}
@@ -244,7 +269,7 @@ func cleanName(n string) string {
 
 // open reads the blob's bytes from the tarball.
 func (l *baseBlob) open() (io.ReadCloser, error) {
-	f, err := os.Open(l.base.tarball)
+	f, err := os.Open(l.file)
 	if err != nil {
 		return nil, err
 	}

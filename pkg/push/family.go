@@ -70,6 +70,9 @@ const lookupTimeout = 10 * time.Second
 //     (for an index, the entry of the config's platform);
 //  3. else zstd layers mean OCI, anything else Docker, as docker push would.
 func (b *base) identify(ctx context.Context, reg *registry.Client) {
+	if b.fixed {
+		return // an OCI layout's manifest says it all
+	}
 	if b.version == "" {
 		b.guess("the folder has no digest file")
 		return

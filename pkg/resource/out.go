@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
@@ -77,19 +78,22 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 
 	t = time.Now()
 	var cacheFrom []string
-	for _, dir := range plan.bases {
-		if _, err := engine.LoadBase(ctx, cli, dir, s.log); err != nil {
-			return nil, fmt.Errorf("load_base %s: %w", rel(srcDir, dir), err)
-		}
-	}
-	for _, dir := range plan.cacheFrom {
-		b, err := engine.LoadBase(ctx, cli, dir, s.log)
+	for _, f := range plan.baseFolders {
+		b, err := engine.LoadFolder(ctx, cli, f, s.log)
 		if err != nil {
-			return nil, fmt.Errorf("cache_from %s: %w", rel(srcDir, dir), err)
+			return nil, fmt.Errorf("load_base %s: %w", rel(srcDir, f.Dir), err)
 		}
-		cacheFrom = append(cacheFrom, b.Ref())
+		warnUnnamed(s, "load_base", rel(srcDir, f.Dir), f, b)
 	}
-	if len(plan.bases)+len(plan.cacheFrom) > 0 {
+	for _, f := range plan.cacheFolders {
+		b, err := engine.LoadFolder(ctx, cli, f, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("cache_from %s: %w", rel(srcDir, f.Dir), err)
+		}
+		warnUnnamed(s, "cache_from", rel(srcDir, f.Dir), f, b)
+		cacheFrom = append(cacheFrom, b.Ref()) // the ID when unnamed
+	}
+	if len(plan.baseFolders)+len(plan.cacheFolders) > 0 {
 		timing.since("load", t)
 	}
 
@@ -126,7 +130,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, params *protocol.OutParams, cacheFrom []string, env Env) (string, error) {
 	switch plan.source {
 	case "load":
-		b, err := engine.LoadBase(ctx, cli, plan.path, s.log)
+		b, err := engine.LoadFolder(ctx, cli, plan.loadFolder, s.log)
 		if err != nil {
 			return "", fmt.Errorf("load %s: %w", params.Load, err)
 		}
@@ -175,6 +179,17 @@ func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, 
 		return id, nil
 	}
 	return "", fmt.Errorf("unknown image source %q", plan.source)
+}
+
+// warnUnnamed says when a loaded base has no name: a FROM cannot use it
+// unless the entry's object form names it.
+func warnUnnamed(s *session, param, dir string, f *baseimage.Folder, b engine.Base) {
+	if b.Repository != "" {
+		return
+	}
+	s.log.Warnf("params.%s %s (%s) is loaded as image %s without a name: nothing in the folder says which name a Dockerfile's FROM uses, "+
+		"so FROM cannot refer to it by name (it would be pulled). Name it with the object form {path: %s, repository: ..., tag: ...}",
+		param, dir, f.Origin, engine.ShortID(b.ID), dir)
 }
 
 func startDaemon(ctx context.Context, env Env, s *session, src *protocol.Source) (*daemon.Daemon, error) {

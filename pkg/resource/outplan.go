@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 )
@@ -26,9 +27,15 @@ type putPlan struct {
 	dockerfile string
 	buildArgs  map[string]string
 	labels     map[string]string
-	bases      []string
+	bases      []string // folders, for pkg/push to reuse their blobs
 	cacheFrom  []string
 	auth       engine.RegistryAuth
+
+	// The folders of load_base/load_bases, cache_from and load, recognised
+	// (pkg/baseimage) and named from their files or the entry's object form.
+	baseFolders  []*baseimage.Folder
+	cacheFolders []*baseimage.Folder
+	loadFolder   *baseimage.Folder
 
 	// buildkit and secrets are set by planBuilder (outbuilder.go).
 	buildkit bool
@@ -109,7 +116,8 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 	}
 	switch plan.source {
 	case "load":
-		if err := checkSavedImage("load", plan.path); err != nil {
+		// The name does not matter: the image is pushed as source.repository.
+		if plan.loadFolder, err = checkSavedImage("load", protocol.BaseEntry{Path: params.Load}, plan.path); err != nil {
 			return nil, err
 		}
 	case "build":
@@ -145,20 +153,32 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 		s.log.Warn("params.pull_repository is deprecated: get the image with save: true and put it with params.load instead")
 	}
 
-	for _, b := range append([]string{params.LoadBase}, params.LoadBases...) {
-		if b == "" {
+	type entry struct {
+		field string
+		entry protocol.BaseEntry
+	}
+	bases := []entry{{"load_base", params.LoadBase}}
+	for i, b := range params.LoadBases {
+		bases = append(bases, entry{fmt.Sprintf("load_bases[%d]", i), b})
+	}
+	for _, b := range bases {
+		if b.entry.Path == "" {
 			continue
 		}
-		if err := checkSavedImage("load_base", abs(b)); err != nil {
+		f, err := checkSavedImage(b.field, b.entry, abs(b.entry.Path))
+		if err != nil {
 			return nil, err
 		}
-		plan.bases = append(plan.bases, abs(b))
+		plan.bases = append(plan.bases, f.Dir)
+		plan.baseFolders = append(plan.baseFolders, f)
 	}
-	for _, c := range params.CacheFrom {
-		if err := checkSavedImage("cache_from", abs(c)); err != nil {
+	for i, c := range params.CacheFrom {
+		f, err := checkSavedImage(fmt.Sprintf("cache_from[%d]", i), c, abs(c.Path))
+		if err != nil {
 			return nil, err
 		}
-		plan.cacheFrom = append(plan.cacheFrom, abs(c))
+		plan.cacheFrom = append(plan.cacheFrom, f.Dir)
+		plan.cacheFolders = append(plan.cacheFolders, f)
 	}
 
 	creds := map[string]engine.Credentials{}
@@ -200,18 +220,30 @@ func pushTag(s *session, src *protocol.Source, params *protocol.OutParams, abs f
 	return tag, nil
 }
 
-// checkSavedImage checks a folder from a get with save: true before the
-// daemon starts.
-func checkSavedImage(param, dir string) error {
+// checkSavedImage recognises a base folder's layout before the daemon
+// starts (pkg/baseimage: a get with save: true, registry-image-resource's
+// oci and oci-layout formats, oci-build-task's output) and applies the
+// entry's name, if it gives one.
+func checkSavedImage(param string, entry protocol.BaseEntry, dir string) (*baseimage.Folder, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("params.%s: %s is not a folder (it should be the output of a get with save: true)", param, dir)
+		return nil, fmt.Errorf("params.%s: %s is not a folder (it should be the output of a get with save: true, or of registry-image-resource or oci-build-task)", param, dir)
 	}
-	for _, f := range []string{engine.BaseImageFile, engine.BaseImageIDFile, engine.BaseRepositoryFile, engine.BaseTagFile} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			return fmt.Errorf("params.%s: %s has no %q file — did the get have params: {save: true}?", param, dir, f)
+	f, err := baseimage.Detect(dir, baseimage.HostPlatform())
+	if err != nil {
+		return nil, fmt.Errorf("params.%s: %w", param, err)
+	}
+	if entry.Repository != "" {
+		if err := protocol.ValidateRepository("params."+param+".repository", entry.Repository); err != nil {
+			return nil, err
 		}
+		if entry.Tag != "" {
+			if err := protocol.ValidateTag("params."+param+".tag", string(entry.Tag)); err != nil {
+				return nil, err
+			}
+		}
+		f.Name(entry.Repository, string(entry.Tag))
 	}
-	return nil
+	return f, nil
 }
 
 func regularFile(field, path string) error {

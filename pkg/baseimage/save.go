@@ -1,0 +1,208 @@
+package baseimage
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Image is one image as blobs on disk: enough to write a docker-save
+// tarball from a layout, or to rewrite a docker-save tarball.
+type Image struct {
+	RawConfig []byte
+	Layers    []Blob
+}
+
+// Image is the layout image's config and layer blobs.
+func (img *LayoutImage) Image() Image { return Image{RawConfig: img.RawConfig, Layers: img.Layers} }
+
+// ID is the config digest: the image ID docker load gives.
+func (img Image) ID() string {
+	s := sha256.Sum256(img.RawConfig)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// HasZstd reports whether any layer blob starts with the zstd magic.
+func (img Image) HasZstd() bool {
+	for _, bl := range img.Layers {
+		f, err := os.Open(bl.File)
+		if err != nil {
+			continue
+		}
+		z := IsZstd(peek(f, bl.Offset, bl.Size, 4))
+		f.Close()
+		if z {
+			return true
+		}
+	}
+	return false
+}
+
+// saveEntry is one entry of a docker-save manifest.json.
+type saveEntry struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+// ReadSave reads the single image of an uncompressed docker-save tarball
+// as blobs in place.
+func ReadSave(p string) (Image, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return Image{}, err
+	}
+	defer f.Close()
+	entries, err := IndexTar(f)
+	if err != nil {
+		return Image{}, err
+	}
+	mf, ok := entries["manifest.json"]
+	if !ok {
+		return Image{}, errors.New("no manifest.json: not a docker-save tarball")
+	}
+	b := &blobs{tarPath: p, entries: entries}
+	raw, err := b.read(Blob{File: p, Offset: mf.Offset, Size: mf.Size}, 1<<20)
+	if err != nil {
+		return Image{}, fmt.Errorf("manifest.json: %w", err)
+	}
+	var ms []saveEntry
+	if err := json.Unmarshal(raw, &ms); err != nil {
+		return Image{}, fmt.Errorf("parsing manifest.json: %w", err)
+	}
+	if len(ms) != 1 {
+		return Image{}, fmt.Errorf("it holds %d images, want 1", len(ms))
+	}
+	cb, err := b.file(CleanName(ms[0].Config))
+	if err != nil {
+		return Image{}, fmt.Errorf("config: %w", err)
+	}
+	var img Image
+	if img.RawConfig, err = b.read(cb, 64<<20); err != nil {
+		return Image{}, fmt.Errorf("config: %w", err)
+	}
+	for _, l := range ms[0].Layers {
+		bl, err := b.file(CleanName(l))
+		if err != nil {
+			return Image{}, fmt.Errorf("layer: %w", err)
+		}
+		img.Layers = append(img.Layers, bl)
+	}
+	return img, nil
+}
+
+// WriteDockerSave writes img as a docker-save tarball without RepoTags
+// (the caller tags the loaded image by its ID). Layers are written as they
+// are stored, except zstd layers when decompressZstd is set: those are
+// written uncompressed (daemons before Docker 23 cannot load zstd; they
+// store layers uncompressed anyway, so nothing is lost). A decompressed
+// layer is read twice: once for its size, which the tar header needs first.
+func WriteDockerSave(ctx context.Context, w io.Writer, img Image, decompressZstd bool) error {
+	tw := tar.NewWriter(w)
+	id := img.ID()
+	cfgName := id[len("sha256:"):] + ".json"
+	if err := writeEntry(tw, cfgName, int64(len(img.RawConfig)), func(w io.Writer) error {
+		_, err := w.Write(img.RawConfig)
+		return err
+	}); err != nil {
+		return err
+	}
+	var names []string
+	for i, bl := range img.Layers {
+		f, err := os.Open(bl.File)
+		if err != nil {
+			return err
+		}
+		zst := decompressZstd && IsZstd(peek(f, bl.Offset, bl.Size, 4))
+		f.Close()
+		name := fmt.Sprintf("layer-%d.tar", i)
+		size, open := bl.Size, bl.Open
+		if zst {
+			open = func() (io.ReadCloser, error) { return zstdReader(bl) }
+			if size, err = countBytes(ctx, open); err != nil {
+				return fmt.Errorf("decompressing zstd layer %d: %w", i, err)
+			}
+		}
+		names = append(names, name)
+		if err := writeEntry(tw, name, size, func(w io.Writer) error {
+			rc, err := open()
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			n, err := io.Copy(w, ctxReader{ctx, rc})
+			if err == nil && n != size {
+				err = fmt.Errorf("layer %d: read %d bytes, expected %d", i, n, size)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	m, err := json.Marshal([]saveEntry{{Config: cfgName, RepoTags: []string{}, Layers: names}})
+	if err != nil {
+		return err
+	}
+	if err := writeEntry(tw, "manifest.json", int64(len(m)), func(w io.Writer) error { _, err := w.Write(m); return err }); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+func writeEntry(tw *tar.Writer, name string, size int64, body func(io.Writer) error) error {
+	if err := tw.WriteHeader(&tar.Header{Name: path.Clean(name), Typeflag: tar.TypeReg, Mode: 0o644, Size: size}); err != nil {
+		return err
+	}
+	return body(tw)
+}
+
+func zstdReader(bl Blob) (io.ReadCloser, error) {
+	rc, err := bl.Open()
+	if err != nil {
+		return nil, err
+	}
+	zr, err := zstd.NewReader(rc)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{zr, closeFunc(func() error { zr.Close(); return rc.Close() })}, nil
+}
+
+type closeFunc func() error
+
+func (c closeFunc) Close() error { return c() }
+
+func countBytes(ctx context.Context, open func() (io.ReadCloser, error)) (int64, error) {
+	rc, err := open()
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return io.Copy(io.Discard, ctxReader{ctx, rc})
+}
+
+// ctxReader stops a long read when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
