@@ -69,6 +69,12 @@ type Options struct {
 	// can run on a host without leaving a bridge or rules behind. Containers
 	// then reach one another but nothing outside. For tests on a host.
 	PrivateNetwork bool
+
+	// Hosts are extra name → IP entries for dockerd's /etc/hosts, a private
+	// copy in its mount namespace (the host's file is never touched). For
+	// tests: a registry on loopback can then answer to a public name, such
+	// as an ECR host, in the daemon's pulls and pushes.
+	Hosts map[string]string
 }
 
 // StartError is returned when dockerd (or its containerd) did not come up.
@@ -188,7 +194,10 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 		if err := privatize("/run", filepath.Join(stage, "run"), privateRunSkip); err != nil {
 			return err
 		}
-		return bindCertsDir(certs, stage)
+		if err := bindCertsDir(certs, stage); err != nil {
+			return err
+		}
+		return bindHosts(o.Hosts, filepath.Join(d.dir, "hosts"))
 	})
 	if err != nil {
 		return d, fmt.Errorf("isolating dockerd: %w", err)

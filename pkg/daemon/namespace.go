@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"sync"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
@@ -208,6 +209,38 @@ func bindCertsDir(certs, stageRoot string) error {
 	}
 	if err := unix.Mount(certs, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding %s at %s: %w", certs, target, err)
+	}
+	return nil
+}
+
+// bindHosts lays a copy of /etc/hosts with extra entries over /etc/hosts in
+// the daemon's namespace; nothing to do without entries.
+func bindHosts(extra map[string]string, file string) error {
+	if len(extra) == 0 {
+		return nil
+	}
+	// A bind mount needs a file to cover; creating one could reach the
+	// host's real /etc, so a missing /etc/hosts is an error.
+	b, err := os.ReadFile("/etc/hosts")
+	if err != nil {
+		return fmt.Errorf("reading /etc/hosts: %w", err)
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	names := make([]string, 0, len(extra))
+	for n := range extra {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b = fmt.Appendf(b, "%s %s\n", extra[n], n)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		return fmt.Errorf("writing the daemon's hosts file: %w", err)
+	}
+	if err := unix.Mount(file, "/etc/hosts", "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding %s at /etc/hosts: %w", file, err)
 	}
 	return nil
 }

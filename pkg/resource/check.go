@@ -29,7 +29,7 @@ func Check(ctx context.Context, env Env) error {
 func check(ctx context.Context, env Env, s *session, req *protocol.CheckRequest) ([]protocol.Version, error) {
 	src := &req.Source
 	tag := src.TagOrDefault()
-	reg, err := registryClient(env, src, s.log)
+	reg, err := loginClient(ctx, env, s, src)
 	if err != nil {
 		return nil, fmt.Errorf("failed to fetch digest for image '%s:%s': %w", src.Repository, tag, err)
 	}

@@ -79,7 +79,7 @@ func get(ctx context.Context, env Env, s *session, dest string, req *protocol.In
 func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.InRequest, digest v1.Hash) (string, error) {
 	src, params := &req.Source, &req.Params
 	ref := src.Repository + "@" + digest.String()
-	reg, err := registryClient(env, src, s.log)
+	reg, err := loginClient(ctx, env, s, src)
 	if err != nil {
 		return "", err
 	}

@@ -57,6 +57,9 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	if err != nil {
 		return nil, err
 	}
+	if err := ecrLoginPut(ctx, s, src, plan, params); err != nil {
+		return nil, err
+	}
 	timing := newPhases()
 
 	t := time.Now()

@@ -59,9 +59,6 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 		return filepath.Join(srcDir, p)
 	}
 	plan := &putPlan{repository: src.Repository}
-	if err := ecrUnsupported(src); err != nil {
-		return nil, err
-	}
 	if err := planBuilder(s, plan, params, abs); err != nil {
 		return nil, err
 	}
@@ -181,14 +178,7 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 		plan.cacheFolders = append(plan.cacheFolders, f)
 	}
 
-	creds := map[string]engine.Credentials{}
-	if src.Username != "" {
-		creds[repoHost(src.Repository)] = engine.Credentials{Username: src.Username, Password: src.Password}
-	}
-	for _, r := range src.AdditionalPrivateRegistries {
-		creds[r.Registry] = engine.Credentials{Username: r.Username, Password: r.Password}
-	}
-	plan.auth = engine.NewRegistryAuth(creds)
+	plan.auth = registryAuth(src) // ECR tokens are added by ecrLoginPut
 	return plan, nil
 }
 

@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"regexp"
 	"syscall"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
@@ -94,7 +93,9 @@ func (s *session) fail(err error) error {
 }
 
 func secretsOf(src *protocol.Source) []string {
-	out := []string{src.Password, src.AWSSecretAccessKey, src.AWSSessionToken}
+	// The access key ID is not a secret to AWS, but it names an account's
+	// key and belongs in no build log.
+	out := []string{src.Password, src.AWSAccessKeyID, src.AWSSecretAccessKey, src.AWSSessionToken}
 	for _, r := range src.AdditionalPrivateRegistries {
 		out = append(out, r.Password)
 	}
@@ -104,22 +105,8 @@ func secretsOf(src *protocol.Source) []string {
 	return out
 }
 
-var ecrPattern = regexp.MustCompile(`^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/`)
-
-// ecrUnsupported refuses AWS keys for an ECR repository until the token
-// exchange exists, rather than failing later with a confusing 401.
-func ecrUnsupported(src *protocol.Source) error {
-	if src.AWSAccessKeyID != "" && ecrPattern.MatchString(src.Repository) {
-		return fmt.Errorf("source.aws_access_key_id: ECR token exchange is not implemented yet; for now put an ECR token in source.password with username AWS")
-	}
-	return nil
-}
-
 // registryClient builds the registry client for a source.
 func registryClient(env Env, src *protocol.Source, log *logrus.Entry) (*registry.Client, error) {
-	if err := ecrUnsupported(src); err != nil {
-		return nil, err
-	}
 	o := registry.Options{
 		Username:   src.Username,
 		Password:   src.Password,
