@@ -233,7 +233,7 @@ func (x *extractor) applyLayer(ctx context.Context, l v1.Layer) (int, error) {
 		}
 		n++
 		if err := x.entry(hdr, tr); err != nil {
-			return n, fmt.Errorf("%s: %w", hdr.Name, err)
+			return n, fmt.Errorf("%s: %w", shortName(hdr.Name), err)
 		}
 	}
 	// Read to the end so a verifying reader checks the digest.
@@ -575,6 +575,15 @@ func (x *extractor) finish() error {
 		}
 	}
 	return nil
+}
+
+// shortName keeps error messages readable when a hostile layer has a name
+// of kilobytes.
+func shortName(n string) string {
+	if len(n) > 200 {
+		return n[:200] + "..."
+	}
+	return n
 }
 
 func discardLog() *logrus.Entry {

@@ -21,10 +21,20 @@ const maxSymlinks = 255
 
 var errSkipDev = errors.New("inside the top-level dev directory")
 
+// maxNameLen is Linux's PATH_MAX: docker, which extracts layers through
+// the kernel, cannot create longer names either. The bound also keeps one
+// entry's cost in check: every lookup walks the path a component at a time,
+// so a name of n components costs n² system calls.
+const maxNameLen = 4096
+
 // cleanName turns a tar entry name into a path relative to the image root
 // ("" is the root itself). A leading "/" is dropped, as docker does; a name
-// that climbs out of the root with ".." is refused.
+// that climbs out of the root with "..", or is longer than PATH_MAX, is
+// refused.
 func cleanName(name string) (string, error) {
+	if len(name) >= maxNameLen {
+		return "", fmt.Errorf("tar entry name of %d bytes is longer than Linux allows (PATH_MAX %d): refused", len(name), maxNameLen)
+	}
 	c := path.Clean(strings.TrimLeft(name, "/"))
 	if c == "." {
 		return "", nil
