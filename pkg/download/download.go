@@ -265,7 +265,7 @@ func (d *downloader) blob(ctx context.Context, desc v1.Descriptor) (n int64, reu
 			break
 		}
 		if ctx.Err() != nil || attempt >= d.o.Attempts || !retryable(err) {
-			return 0, false, fmt.Errorf("download layer %s (attempt %d of %d): %w", desc.Digest, attempt, d.o.Attempts, err)
+			return 0, false, &LayerError{Digest: desc.Digest, Attempt: attempt, Attempts: d.o.Attempts, Err: err}
 		}
 		d.o.Log.Warnf("layer %s: attempt %d of %d failed, retrying in %s: %v", short, attempt, d.o.Attempts, delay, err)
 		t := time.NewTimer(delay)
@@ -473,6 +473,19 @@ func newHasher(h v1.Hash) (hash.Hash, error) {
 	return sha256.New(), nil
 }
 
+// LayerError is a layer blob that could not be downloaded.
+type LayerError struct {
+	Digest            v1.Hash
+	Attempt, Attempts int
+	Err               error
+}
+
+func (e *LayerError) Error() string {
+	return fmt.Sprintf("download layer %s (attempt %d of %d): %v", e.Digest, e.Attempt, e.Attempts, e.Err)
+}
+
+func (e *LayerError) Unwrap() error { return e.Err }
+
 type mismatchError struct{ msg string }
 
 func (e *mismatchError) Error() string { return e.msg }
@@ -480,6 +493,12 @@ func (e *mismatchError) Error() string { return e.msg }
 // retryable is false for answers that another attempt will not change
 // (missing blob, no access); network errors and corrupt bodies are retried.
 func retryable(err error) bool {
+	var ex interface{ RetriesExhausted() bool }
+	if errors.As(err, &ex) && ex.RetriesExhausted() {
+		// The request was retried already (registry.RetryError): another
+		// round would multiply the documented bound.
+		return false
+	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		switch te.StatusCode {

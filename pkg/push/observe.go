@@ -36,9 +36,11 @@ func (o *observer) RoundTrip(req *http.Request) (*http.Response, error) {
 		// A RoundTripper must not change the request it was given.
 		r := req.Clone(req.Context())
 		r.Body = &countingBody{rc: req.Body, n: &o.sent}
-		if req.GetBody != nil {
+		if getBody := req.GetBody; getBody != nil {
+			// The original's: req is reassigned below, and a closure over
+			// it would call itself for ever on a retry.
 			r.GetBody = func() (io.ReadCloser, error) {
-				rc, err := req.GetBody()
+				rc, err := getBody()
 				if err != nil {
 					return nil, err
 				}

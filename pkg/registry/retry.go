@@ -75,6 +75,10 @@ func (e *RetryError) Error() string {
 
 func (e *RetryError) Unwrap() error { return e.Err }
 
+// RetriesExhausted tells pkg/download not to retry the blob again: that
+// would multiply the bound.
+func (e *RetryError) RetriesExhausted() bool { return true }
+
 // Temporary is false: the request was retried already; go-containerregistry
 // must not retry it again.
 func (e *RetryError) Temporary() bool { return false }
@@ -213,7 +217,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// The caller retries the whole operation (go-containerregistry's
 			// upload loop, see Client.options); make that retry wait as long
 			// as the registry asked.
-			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok && ra > 0 && ra <= t.policy.Budget {
+			// At most Max: the caller retries up to Attempts times.
+			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok && ra > 0 && ra <= t.policy.Max {
 				t.log.Warnf("registry %s answered %d %s to an upload; it asked to retry after %s", req.URL.Host, status, http.StatusText(status), ra)
 				if err := t.sleep(req, ra); err != nil {
 					drain(resp)

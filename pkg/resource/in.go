@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/download"
@@ -53,7 +55,7 @@ func get(ctx context.Context, env Env, s *session, dest string, req *protocol.In
 	if !req.Params.SkipDownload {
 		id, err := fetch(ctx, env, s, dest, req, digest)
 		if err != nil {
-			return nil, err
+			return nil, noSpace(dest, err)
 		}
 		files["image-id"] = id
 		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag, "image", engine.ShortID(id))
@@ -66,7 +68,7 @@ func get(ctx context.Context, env Env, s *session, dest string, req *protocol.In
 	for _, name := range []string{"image-id", "repository", "tag", "digest"} {
 		if v, ok := files[name]; ok {
 			if err := imagefs.WriteFileAtomic(filepath.Join(dest, name), []byte(v+"\n"), 0o644); err != nil {
-				return nil, fmt.Errorf("write %s: %w", name, err)
+				return nil, noSpace(dest, fmt.Errorf("write %s: %w", name, err))
 			}
 		}
 	}
@@ -88,6 +90,7 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 		plat = params.Platform.Resolve()
 	}
 	start := time.Now()
+	enterPhase(ctx, "download")
 	remoteImg, err := reg.Image(ctx, src.Repository, digest, v1.Platform{OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant})
 	var perr *registry.PlatformError
 	switch {
@@ -110,10 +113,18 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 	defer os.RemoveAll(blobs)
 	local, stats, err := download.Image(ctx, remoteImg, download.Options{Dir: blobs, Concurrency: src.Downloads(), Log: s.log})
 	if err != nil {
+		if isNoSpace(err) {
+			return "", fmt.Errorf("download %s: %w", ref, err)
+		}
+		var le *download.LayerError
+		if errors.As(err, &le) {
+			return "", fmt.Errorf("download %s: layer %s (attempt %d of %d): %s", ref, le.Digest, le.Attempt, le.Attempts, reg.Explain(le.Err))
+		}
 		return "", fmt.Errorf("download %s: %s", ref, reg.Explain(err))
 	}
 	s.log.Debugf("download: %d layers, %d bytes in %s", stats.Layers, stats.Bytes, stats.Duration)
 
+	enterPhase(ctx, "writing rootfs/")
 	if err := imagefs.ExtractRootfs(ctx, local, filepath.Join(dest, "rootfs"), imagefs.ExtractOptions{Chown: os.Geteuid() == 0, Log: s.log}); err != nil {
 		return "", fmt.Errorf("write rootfs/: %w", err)
 	}
@@ -141,6 +152,7 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 		return "", fmt.Errorf("write docker_inspect.json: %w", err)
 	}
 	if params.Save {
+		enterPhase(ctx, "writing image")
 		phase := time.Now()
 		if err := imagefs.WriteSaveTarball(ctx, local, repoTag, filepath.Join(dest, "image")); err != nil {
 			return "", fmt.Errorf("write image (save: true): %w", err)
@@ -148,6 +160,7 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 		s.log.Infof("image (docker load tarball, tagged %s) written in %s", repoTag, since(phase))
 	}
 	if params.Rootfs {
+		enterPhase(ctx, "writing rootfs.tar")
 		phase := time.Now()
 		if err := imagefs.WriteRootfsTar(ctx, local, filepath.Join(dest, "rootfs.tar")); err != nil {
 			return "", fmt.Errorf("write rootfs.tar: %w", err)
@@ -173,6 +186,19 @@ func writableDir(dest string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// noSpace says which folder filled up when the disk is full: the get's
+// files are written in place, so DEST's filesystem is the one to grow.
+func noSpace(dest string, err error) error {
+	if !isNoSpace(err) {
+		return err
+	}
+	return fmt.Errorf("no space left on device in the destination %s (the get writes the compressed layers, rootfs/ and, with save or rootfs, a copy of the image there): %w", dest, err)
+}
+
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), syscall.ENOSPC.Error())
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }

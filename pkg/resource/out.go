@@ -63,6 +63,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	timing := newPhases()
 
 	t := time.Now()
+	enterPhase(ctx, "daemon start")
 	d, err := startDaemon(ctx, env, s, src)
 	timing.since("daemon start", t)
 	if err != nil {
@@ -80,6 +81,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	cli := d.Client()
 
 	t = time.Now()
+	enterPhase(ctx, "load")
 	var cacheFrom []string
 	for _, f := range plan.baseFolders {
 		b, err := engine.LoadFolder(ctx, cli, f, s.log)
@@ -101,6 +103,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	}
 
 	t = time.Now()
+	enterPhase(ctx, plan.source)
 	imageID, err := produce(ctx, s, cli, plan, params, cacheFrom, env)
 	timing.since(plan.source, t)
 	if err != nil {
@@ -108,6 +111,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	}
 
 	t = time.Now()
+	enterPhase(ctx, "push")
 	digest, pushMeta, err := pushImage(ctx, env, s, src, cli, plan, imageID)
 	timing.since("push", t)
 	if err != nil {

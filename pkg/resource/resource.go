@@ -7,6 +7,7 @@ package resource
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -50,15 +51,25 @@ type Command func(ctx context.Context, env Env) error
 
 // Main runs cmd for a process: it cancels the context on SIGTERM/SIGINT
 // (Concourse aborts builds with SIGTERM), prints the error and returns the
-// exit code.
+// exit code. An abort reads "aborted (SIGTERM) during <phase>".
 func Main(cmd Command) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	env := Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go func() {
+		if s, ok := <-sigs; ok {
+			cancel(&AbortedError{Signal: s})
+		}
+	}()
+	ctx, phase := withPhaseNote(ctx)
+	env := Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args, Hooks: hooksFromEnv(os.Getenv)}
 	if err := cmd(ctx, env); err != nil {
-		if ctx.Err() != nil {
+		var ab *AbortedError
+		if errors.As(context.Cause(ctx), &ab) {
 			// Concourse aborted the build; say so instead of "context canceled".
-			fmt.Fprintf(os.Stderr, "\x1b[31maborted:\x1b[0m stopped on SIGTERM/SIGINT (%s)\n", err)
+			fmt.Fprintf(os.Stderr, "\x1b[31merror:\x1b[0m %s\n", abortMessage(ab, phase.get(), err))
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "\x1b[31merror:\x1b[0m %s\n", err)

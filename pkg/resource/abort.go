@@ -1,0 +1,90 @@
+package resource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
+)
+
+// AbortedError is the cause of a command's context when Concourse aborts the
+// build (SIGTERM) or a person presses Ctrl-C (SIGINT).
+type AbortedError struct{ Signal os.Signal }
+
+func (e *AbortedError) Error() string { return fmt.Sprintf("aborted (%s)", signalName(e.Signal)) }
+
+func signalName(s os.Signal) string {
+	switch s {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	}
+	return s.String()
+}
+
+// phaseKey carries a *phaseNote: what the command is doing now, so an abort
+// can say during what it came.
+type phaseKey struct{}
+
+type phaseNote struct{ v atomic.Value }
+
+func withPhaseNote(ctx context.Context) (context.Context, *phaseNote) {
+	n := &phaseNote{}
+	return context.WithValue(ctx, phaseKey{}, n), n
+}
+
+func (n *phaseNote) get() string {
+	s, _ := n.v.Load().(string)
+	return s
+}
+
+// enterPhase records that the command now does name ("daemon start",
+// "build", "download", ...). Without a note in ctx (tests calling commands
+// in-process) it does nothing.
+func enterPhase(ctx context.Context, name string) {
+	if n, ok := ctx.Value(phaseKey{}).(*phaseNote); ok {
+		n.v.Store(name)
+	}
+}
+
+// abortMessage is what Main prints when a signal stopped the command: the
+// signal and the phase, and the command's own error only when it says more
+// than "cancelled".
+func abortMessage(ab *AbortedError, phase string, err error) string {
+	msg := ab.Error()
+	if phase != "" {
+		msg += " during " + phase
+	}
+	// Commands hand back their errors as text (secrets masked), so the
+	// cancellation is recognised by its words.
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.As(err, new(*AbortedError)) &&
+		!strings.Contains(err.Error(), context.Canceled.Error()) && !strings.Contains(err.Error(), msg[:len(ab.Error())]) {
+		msg += fmt.Sprintf(" (%s)", err)
+	}
+	return msg
+}
+
+// TestDaemonEnv is for tests of the built binaries only: "isolated" runs
+// the put's dockerd without a bridge or iptables rules and RUN steps without
+// network (what in-process tests get through Hooks), "private-network" runs
+// it in a network namespace of its own. Production never sets it.
+const TestDaemonEnv = "DOCKER_IMAGE_RESOURCE_TEST_DAEMON"
+
+// hooksFromEnv reads TestDaemonEnv.
+func hooksFromEnv(getenv func(string) string) Hooks {
+	var h Hooks
+	switch getenv(TestDaemonEnv) {
+	case "isolated":
+		h.Daemon = func(o *daemon.Options) { o.Isolated = true }
+		h.BuildNetwork = "none"
+	case "private-network":
+		h.Daemon = func(o *daemon.Options) { o.PrivateNetwork = true }
+	}
+	return h
+}
