@@ -211,6 +211,22 @@ func TestECRPut(t *testing.T) {
 			t.Errorf("%d token requests, want 2", got)
 		}
 	})
+	t.Run("direct push of a saved get", func(t *testing.T) {
+		// load: the registry client pushes straight to ECR with the token.
+		d := e.reg.Push(t, "team/saved:1", testenv.BusyboxImage(t, testenv.ImageOptions{Labels: map[string]string{"saved": "yes"}})).String()
+		getOK(t, filepath.Join(srcDir, "saved"), map[string]any{
+			"source": e.source("team/saved", true, map[string]any{"tag": "1"}), "version": map[string]any{"digest": d},
+			"params": map[string]any{"save": true},
+		}, e.hosts)
+		r := runOutECR(t, e, srcDir, map[string]any{"source": e.source("team/loaded", true, nil), "params": map[string]any{"load": "saved"}})
+		if r.err != nil || !strings.Contains(r.stderr, "straight to the registry") {
+			t.Fatalf("out: %v\n%s", r.err, r.stderr)
+		}
+		e.noMarkers(t, "out", r)
+		if _, err := remote.Head(e.reg.Ref(t, "team/loaded:latest"), e.reg.RemoteOptions()...); err != nil {
+			t.Fatalf("not pushed: %v", err)
+		}
+	})
 	t.Run("wrong key fails before the daemon starts", func(t *testing.T) {
 		src := e.source("team/app2", true, map[string]any{"aws_access_key_id": "AKIDNOTTHEKEY000"})
 		r := runOutECR(t, e, srcDir, map[string]any{"source": src, "params": map[string]any{"build": "app"}})

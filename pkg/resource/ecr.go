@@ -7,12 +7,16 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/ecr"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
 )
+
+// ecrTimeout bounds a step's token exchange: credentials and every token.
+const ecrTimeout = 2 * time.Minute
 
 // loginClient fetches ECR tokens for the source (see ecrLogin), then
 // builds its registry client.
@@ -101,6 +105,10 @@ func ecrLogin(ctx context.Context, s *session, src *protocol.Source, others []st
 		return nil
 	}
 
+	// The SDK's HTTP client has no overall deadline: an endpoint that never
+	// answers must not hang the step until Concourse's timeout.
+	ctx, cancel := context.WithTimeout(ctx, ecrTimeout)
+	defer cancel()
 	ex, err := ecr.New(ctx, keys)
 	if err != nil {
 		if !explicit && !slices.ContainsFunc(needs, func(n need) bool { return n.required }) {
