@@ -218,10 +218,6 @@ func checkSavedImage(param string, entry protocol.BaseEntry, dir string) (*basei
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("params.%s: %s is not a folder (it should be the output of a get with save: true, or of registry-image-resource or oci-build-task)", param, dir)
 	}
-	f, err := baseimage.Detect(dir, baseimage.HostPlatform())
-	if err != nil {
-		return nil, fmt.Errorf("params.%s: %w", param, err)
-	}
 	if entry.Repository != "" {
 		if err := protocol.ValidateRepository("params."+param+".repository", entry.Repository); err != nil {
 			return nil, err
@@ -231,8 +227,12 @@ func checkSavedImage(param string, entry protocol.BaseEntry, dir string) (*basei
 				return nil, err
 			}
 		}
-		f.Name(entry.Repository, string(entry.Tag))
 	}
+	f, err := baseimage.Detect(dir, baseimage.HostPlatform())
+	if err != nil {
+		return nil, fmt.Errorf("params.%s: %w", param, err)
+	}
+	f.Name(entry.Repository, string(entry.Tag))
 	return f, nil
 }
 

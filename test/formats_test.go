@@ -1,0 +1,337 @@
+package test
+
+import (
+	"archive/tar"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/concourse-docker/docker-image-resource/test/testenv"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// Folders as the other Concourse image tools write them.
+
+// writeSaveTar writes img as a docker-save tarball, tagged when tag is set
+// (registry-image-resource format: oci) or without RepoTags (oci-build-task).
+func writeSaveTar(t *testing.T, p string, img v1.Image, tag string) {
+	t.Helper()
+	var ref name.Reference
+	var err error
+	if tag != "" {
+		ref, err = name.NewTag(tag)
+	} else {
+		d, _ := img.Digest()
+		ref, err = name.NewDigest("example.invalid/untagged@" + d.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := tarball.MultiRefWrite(map[name.Reference]v1.Image{ref: img}, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeOCILayout writes an OCI layout holding idx, or img alone.
+func writeOCILayout(t *testing.T, dir string, img v1.Image, idx v1.ImageIndex) {
+	t.Helper()
+	if idx == nil {
+		idx = mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img})
+	}
+	if _, err := layout.Write(dir, idx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tarLayout packs a layout folder into an uncompressed tarball, as
+// oci-build-task's image.tar with OUTPUT_OCI.
+func tarLayout(t *testing.T, dir, p string) {
+	t.Helper()
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || path == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		fi, _ := d.Info()
+		h, _ := tar.FileInfoHeader(fi, "")
+		h.Name = rel
+		if d.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			_, err = tw.Write(b)
+		}
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hashOf(t *testing.T, f func() (v1.Hash, error)) string {
+	t.Helper()
+	h, err := f()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.String()
+}
+
+// checkOnBase: the pushed image is the base's layers (original blobs,
+// same diff IDs) plus the build's.
+func checkOnBase(t *testing.T, reg *testenv.Registry, ref string, base v1.Image) {
+	t.Helper()
+	img, err := remote.Image(reg.Ref(t, ref), reg.RemoteOptions()...)
+	if err != nil {
+		t.Fatalf("%s: %v", ref, err)
+	}
+	cfg, _ := img.ConfigFile()
+	bcfg, _ := base.ConfigFile()
+	m, _ := img.Manifest()
+	bm, _ := base.Manifest()
+	if len(cfg.RootFS.DiffIDs) <= len(bcfg.RootFS.DiffIDs) {
+		t.Fatalf("%s has %d layers, the base %d: the build added none", ref, len(cfg.RootFS.DiffIDs), len(bcfg.RootFS.DiffIDs))
+	}
+	for i, d := range bcfg.RootFS.DiffIDs {
+		if cfg.RootFS.DiffIDs[i] != d {
+			t.Errorf("%s layer %d: diff ID %s, the base's %s", ref, i, cfg.RootFS.DiffIDs[i], d)
+		}
+		if m.Layers[i].Digest != bm.Layers[i].Digest {
+			t.Errorf("%s layer %d: blob %s, not the base's original %s", ref, i, m.Layers[i].Digest, bm.Layers[i].Digest)
+		}
+	}
+	if cfg.Config.Labels["base"] != bcfg.Config.Labels["base"] {
+		t.Errorf("%s: label base=%q, want %q", ref, cfg.Config.Labels["base"], bcfg.Config.Labels["base"])
+	}
+}
+
+// TestPutForeignBaseFormats: every folder layout of registry-image-resource
+// and oci-build-task works as load_base with the base deleted from the
+// registry, so FROM can only be satisfied by the loaded image. The pushed
+// image carries the base's original blobs.
+func TestPutForeignBaseFormats(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	srcDir := t.TempDir()
+	n := uint64(0)
+	// newBase pushes a distinct base (so no build can hit another's cache)
+	// and deletes it again, returning the image and its manifest digest.
+	newBase := func(repoTag string, o testenv.ImageOptions) (v1.Image, string) {
+		n++
+		o.RandomLayers, o.RandomSeed = []int64{32 << 10}, n
+		o.Labels = map[string]string{"base": repoTag}
+		img := testenv.BusyboxImage(t, o)
+		d := reg.Push(t, repoTag, img)
+		repo, _, _ := strings.Cut(repoTag, ":")
+		reg.Delete(t, repo+"@"+d.String())
+		return img, d.String()
+	}
+	build := func(dir, from string) {
+		writeFiles(t, srcDir, map[string]string{dir + "/Dockerfile": "FROM " + from + "\nRUN echo built > /built\n"})
+	}
+
+	t.Run("registry-image format: oci (image.tar, repository, tag, digest)", func(t *testing.T) {
+		img, digest := newBase("ri/oci:1", testenv.ImageOptions{})
+		dir := filepath.Join(srcDir, "ri-oci")
+		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, reg.Host+"/ri/oci:1")
+		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/oci", "tag": "1", "digest": digest})
+		build("ri-oci-app", reg.Host+"/ri/oci:1")
+		putOK(t, srcDir, map[string]any{"source": source(reg, "ri/oci-app", nil), "params": map[string]any{"build": "ri-oci-app", "load_base": "ri-oci"}})
+		checkOnBase(t, reg, "ri/oci-app:latest", img)
+	})
+
+	t.Run("registry-image format: oci-layout with a multi-platform index", func(t *testing.T) {
+		plats := []v1.Platform{{OS: "linux", Architecture: "arm64", Variant: "v8"}, {OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm", Variant: "v7"}}
+		n++
+		idx := testenv.MultiPlatformIndex(t, plats, testenv.ImageOptions{MediaType: "oci", RandomLayers: []int64{32 << 10}, RandomSeed: n, Labels: map[string]string{"base": "ri/layout"}})
+		d := reg.PushIndex(t, "ri/layout:2", idx)
+		reg.Delete(t, "ri/layout@"+d.String())
+		dir := filepath.Join(srcDir, "ri-layout")
+		// registry-image-resource's index.json points at the index.
+		writeOCILayout(t, filepath.Join(dir, "oci"), nil, mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: idx}))
+		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/layout", "tag": "2", "digest": d.String()})
+		build("ri-layout-app", reg.Host+"/ri/layout:2")
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "ri/layout-app", nil), "params": map[string]any{"build": "ri-layout-app", "load_base": "ri-layout"}})
+		if r.err != nil {
+			t.Fatalf("out: %v\n%s", r.err, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "linux/amd64") {
+			t.Errorf("the log does not name the chosen platform:\n%s", r.stderr)
+		}
+		var amd v1.Image
+		im, _ := idx.IndexManifest()
+		for _, m := range im.Manifests {
+			if m.Platform.Architecture == "amd64" {
+				amd, _ = idx.Image(m.Digest)
+			}
+		}
+		checkOnBase(t, reg, "ri/layout-app:latest", amd)
+		img, _ := remote.Image(reg.Ref(t, "ri/layout-app:latest"), reg.RemoteOptions()...)
+		cfg, _ := img.ConfigFile()
+		if cfg.Config.Labels["platform"] != "linux/amd64" {
+			t.Errorf("built on %q, want the linux/amd64 image", cfg.Config.Labels["platform"])
+		}
+	})
+
+	t.Run("oci-build-task image.tar without RepoTags, object form names it", func(t *testing.T) {
+		img, _ := newBase("bt/save:3", testenv.ImageOptions{})
+		dir := filepath.Join(srcDir, "bt-save")
+		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, "")
+		writeFiles(t, dir, map[string]string{"digest": hashOf(t, img.ConfigName)})
+		build("bt-save-app", reg.Host+"/bt/save:3")
+		putOK(t, srcDir, map[string]any{"source": source(reg, "bt/save-app", nil), "params": map[string]any{"build": "bt-save-app",
+			"load_base": map[string]any{"path": "bt-save", "repository": reg.Host + "/bt/save", "tag": 3}}})
+		checkOnBase(t, reg, "bt/save-app:latest", img)
+	})
+
+	t.Run("oci-build-task OUTPUT_OCI image.tar (OCI layout tarball) in load_bases", func(t *testing.T) {
+		img, digest := newBase("bt/ocitar:4", testenv.ImageOptions{MediaType: "oci"})
+		dir := filepath.Join(srcDir, "bt-ocitar")
+		l := t.TempDir()
+		writeOCILayout(t, l, img, nil)
+		os.MkdirAll(dir, 0o755)
+		tarLayout(t, l, filepath.Join(dir, "image.tar"))
+		writeFiles(t, dir, map[string]string{"digest": digest})
+		build("bt-ocitar-app", reg.Host+"/bt/ocitar:4")
+		putOK(t, srcDir, map[string]any{"source": source(reg, "bt/ocitar-app", nil), "params": map[string]any{"build": "bt-ocitar-app",
+			"load_bases": []any{map[string]any{"path": "bt-ocitar", "repository": reg.Host + "/bt/ocitar", "tag": "4"}}}})
+		checkOnBase(t, reg, "bt/ocitar-app:latest", img)
+	})
+
+	t.Run("oci-build-task OUTPUT_OCI image/ layout as cache_from and load_base", func(t *testing.T) {
+		img, digest := newBase("bt/layout:5", testenv.ImageOptions{MediaType: "oci"})
+		dir := filepath.Join(srcDir, "bt-layout")
+		writeOCILayout(t, filepath.Join(dir, "image"), img, nil)
+		writeFiles(t, dir, map[string]string{"digest": digest})
+		build("bt-layout-app", "bt/layout:5")
+		entry := map[string]any{"path": "bt-layout", "repository": "bt/layout", "tag": "5"}
+		putOK(t, srcDir, map[string]any{"source": source(reg, "bt/layout-app", nil), "params": map[string]any{"build": "bt-layout-app",
+			"load_base": entry, "cache_from": []any{entry}}})
+		checkOnBase(t, reg, "bt/layout-app:latest", img)
+	})
+
+	t.Run("zstd OCI layout on dockerd 20.10", func(t *testing.T) {
+		img, digest := newBase("ri/zstd:6", testenv.ImageOptions{Compression: "zstd"})
+		dir := filepath.Join(srcDir, "ri-zstd")
+		writeOCILayout(t, filepath.Join(dir, "oci"), img, nil)
+		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/zstd", "tag": "6", "digest": digest})
+		build("ri-zstd-app", reg.Host+"/ri/zstd:6")
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "ri/zstd-app", nil), "params": map[string]any{"build": "ri-zstd-app", "load_base": "ri-zstd"}})
+		if r.err != nil {
+			t.Fatalf("out: %v\n%s", r.err, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "zstd layers, which this dockerd cannot load") {
+			t.Errorf("the log does not say the zstd layers were decompressed:\n%s", r.stderr)
+		}
+		// The push still sends the original zstd blobs.
+		checkOnBase(t, reg, "ri/zstd-app:latest", img)
+	})
+
+	t.Run("load pushes a foreign folder as it is", func(t *testing.T) {
+		img, digest := newBase("ri/load:7", testenv.ImageOptions{MediaType: "oci"})
+		dir := filepath.Join(srcDir, "ri-load")
+		writeOCILayout(t, filepath.Join(dir, "oci"), img, nil)
+		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/load", "tag": "7", "digest": digest})
+		resp := putOK(t, srcDir, map[string]any{"source": source(reg, "ri/loaded", nil), "params": map[string]any{"load": "ri-load"}})
+		if resp.Version.Digest != digest {
+			t.Errorf("load pushed %s, want the layout's own manifest %s", resp.Version.Digest, digest)
+		}
+	})
+
+	t.Run("unnamed folder: loaded by ID with a warning", func(t *testing.T) {
+		img, _ := newBase("bt/unnamed:8", testenv.ImageOptions{})
+		dir := filepath.Join(srcDir, "bt-unnamed")
+		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, "")
+		writeFiles(t, dir, map[string]string{"digest": hashOf(t, img.ConfigName), "scratch-app/Dockerfile": "FROM scratch\nCOPY Dockerfile /d\n"})
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "bt/unnamed-app", nil), "params": map[string]any{"build": "bt-unnamed/scratch-app", "load_base": "bt-unnamed"}})
+		if r.err != nil {
+			t.Fatalf("out: %v\n%s", r.err, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "FROM cannot refer to it by name") || !strings.Contains(r.stderr, "object form") {
+			t.Errorf("no warning about the unnamed base:\n%s", r.stderr)
+		}
+	})
+}
+
+// TestPutForeignBaseErrors: layouts that cannot work fail before a daemon
+// starts, naming the param, what the folder holds and what is accepted.
+func TestPutForeignBaseErrors(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	srcDir := t.TempDir()
+	writeFiles(t, srcDir, map[string]string{
+		"app/Dockerfile":     "FROM scratch\n",
+		"odd/notes.txt":      "x",
+		"odd/rootfs/bin/sh":  "x",
+		"badtar/image.tar":   "not a tarball",
+		"partial/oci/foo":    "x",
+		"armonly/repository": reg.Host + "/armonly",
+		"armonly/tag":        "1",
+	})
+	idx := testenv.MultiPlatformIndex(t, []v1.Platform{{OS: "linux", Architecture: "s390x"}}, testenv.ImageOptions{MediaType: "oci"})
+	idx2 := mutate.AppendManifests(idx, mutate.IndexAddendum{Add: testenv.BusyboxImage(t, testenv.ImageOptions{Platform: &v1.Platform{OS: "linux", Architecture: "ppc64le"}, MediaType: "oci"}), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "ppc64le"}}})
+	writeOCILayout(t, filepath.Join(srcDir, "armonly/oci"), nil, idx2)
+
+	for _, c := range []struct {
+		name   string
+		params map[string]any
+		want   []string
+	}{
+		{"unknown layout", map[string]any{"build": "app", "load_base": "odd"},
+			[]string{"params.load_base:", "it holds notes.txt, rootfs/", "accepted folder layouts", "oci-build-task output"}},
+		{"load_bases: the first bad entry is named", map[string]any{"build": "app", "load_bases": []any{"odd", "badtar"}},
+			[]string{"params.load_bases[0]:"}},
+		{"cache_from object on an image.tar that is no tarball", map[string]any{"build": "app", "cache_from": []any{map[string]any{"path": "badtar", "repository": "x"}}},
+			[]string{"params.cache_from[0]:", "image.tar"}},
+		{"oci/ without a layout", map[string]any{"load": "partial"}, []string{"params.load:", "oci/ is not an OCI image layout"}},
+		{"no image for the build platform", map[string]any{"build": "app", "load_base": "armonly"}, []string{"params.load_base:", "no image for the build platform linux/", "linux/s390x, linux/ppc64le"}},
+		{"object form without path", map[string]any{"build": "app", "load_base": map[string]any{"repository": "x"}}, []string{"params.load_base: the object form needs path"}},
+		{"object form with a bad repository", map[string]any{"build": "app", "load_base": map[string]any{"path": "armonly", "repository": "Bad Name"}}, []string{"params.load_base.repository"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			r := runOut(t, srcDir, map[string]any{"source": source(reg, "errs/formats", nil), "params": c.params})
+			if r.err == nil {
+				t.Fatalf("succeeded:\n%s", r.stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(r.err.Error(), w) {
+					t.Errorf("err %v\nwant %q", r.err, w)
+				}
+			}
+			if strings.Contains(r.stderr, "dockerd") {
+				t.Errorf("a daemon was started for input that could be checked before:\n%s", r.stderr)
+			}
+			t.Logf("%s (%s): %v", c.name, time.Since(start).Round(time.Millisecond), r.err)
+		})
+	}
+}
