@@ -227,3 +227,65 @@ func cachedStep(log, step string) bool {
 	}
 	return false
 }
+
+// TestBuildKitCacheFrom is the evidence behind the default builder: BuildKit
+// uses a cache_from image only when it carries inline cache metadata. Images
+// this resource builds with BuildKit carry it; images the classic builder
+// made do not, so the first BuildKit build after switching runs uncached and
+// says why, and the image it pushes is good cache from then on.
+func TestBuildKitCacheFrom(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	reg.Push(t, "cf/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
+	srcDir := t.TempDir()
+	writeFiles(t, srcDir, map[string]string{
+		"app/Dockerfile":   "FROM " + reg.Host + "/cf/base:1\nRUN echo slow step > /s\n",
+		"empty/Dockerfile": "FROM scratch\nLABEL only=metadata\n",
+	})
+	put := func(repo string, buildkit int, cacheFrom ...string) result {
+		params := map[string]any{"build": "app", "docker_buildkit": buildkit}
+		if len(cacheFrom) > 0 {
+			params["cache_from"] = cacheFrom
+		}
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, repo, nil), "params": params})
+		if r.err != nil {
+			t.Fatalf("put %s: %v\n%s", repo, r.err, r.stderr)
+		}
+		return r
+	}
+	save := func(repo, dir string) {
+		d, err := remote.Head(reg.Ref(t, repo+":latest"), reg.RemoteOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		getOK(t, filepath.Join(srcDir, dir), map[string]any{"source": source(reg, repo, nil),
+			"version": map[string]any{"digest": d.Digest.String()}, "params": map[string]any{"save": true}})
+	}
+
+	put("cf/classic", 0)
+	save("cf/classic", "classic")
+	r := put("cf/from-classic", 1, "classic")
+	if cachedStep(r.stderr, "RUN echo slow step") {
+		t.Errorf("BuildKit used a classic-built image as cache; the README says it cannot:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "no BuildKit cache metadata") {
+		t.Errorf("no warning about the unusable cache_from image:\n%s", r.stderr)
+	}
+	save("cf/from-classic", "bk")
+	r = put("cf/from-bk", 1, "bk")
+	if !cachedStep(r.stderr, "RUN echo slow step") {
+		t.Errorf("BuildKit did not use a BuildKit-built cache_from image:\n%s", r.stderr)
+	}
+	// The classic builder keeps using classic-built images as cache.
+	r = put("cf/classic2", 0, "classic")
+	if !strings.Contains(r.stderr, "Using cache") {
+		t.Errorf("the classic builder did not use its cache_from image:\n%s", r.stderr)
+	}
+
+	t.Run("an image with no layers is pushed", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "cf/empty", nil), "params": map[string]any{"build": "empty", "docker_buildkit": 1}})
+		cfg, _ := pushedImage(t, reg, "cf/empty:latest").ConfigFile()
+		if cfg.Config.Labels["only"] != "metadata" {
+			t.Errorf("labels %v", cfg.Config.Labels)
+		}
+	})
+}

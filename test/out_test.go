@@ -22,6 +22,11 @@ import (
 // on the test host, RUN steps without network.
 func runOut(t *testing.T, srcDir string, req map[string]any) result {
 	t.Helper()
+	if params, ok := req["params"].(map[string]any); ok && builder != nil {
+		if _, set := params["docker_buildkit"]; !set {
+			params["docker_buildkit"] = *builder
+		}
+	}
 	unlock := testenv.LockDockerd(t)
 	defer unlock()
 	b, err := json.Marshal(req)
@@ -141,7 +146,7 @@ func TestPutErrorsPushNothing(t *testing.T) {
 		{"missing tag file", map[string]any{"build": "ok", "tag_file": "nope"}, "tag file 'nope' does not exist"},
 		{"missing additional tags", map[string]any{"build": "ok", "additional_tags": "nope"}, "additional tags file 'nope' does not exist"},
 		{"load_file without repository", map[string]any{"load_file": "bad-args.json"}, "must specify load_repository param"},
-		{"buildkit not yet", map[string]any{"build": "ok", "docker_buildkit": 1}, "not implemented yet"},
+		{"secrets with the classic builder", map[string]any{"build": "ok", "docker_buildkit": 0, "secrets": map[string]any{"s": map[string]any{"env": "HOME"}}}, "params.secrets need BuildKit"},
 		{"FROM image missing", map[string]any{"build": "fail"}, "none:1"},
 	}
 	for _, c := range cases {
@@ -267,7 +272,25 @@ func TestPutImageSources(t *testing.T) {
 	})
 }
 
-func TestPutBuildOptions(t *testing.T) {
+// builder, when set, is the docker_buildkit runOut gives puts that do not
+// set it: tests that must hold under both builders run twice.
+var builder *int
+
+// bothBuilders runs f once with each builder.
+func bothBuilders(t *testing.T, f func(t *testing.T, buildkit bool)) {
+	for _, b := range []int{0, 1} {
+		name := map[int]string{0: "classic", 1: "buildkit"}[b]
+		t.Run(name, func(t *testing.T) {
+			builder = &b
+			defer func() { builder = nil }()
+			f(t, b == 1)
+		})
+	}
+}
+
+func TestPutBuildOptions(t *testing.T) { bothBuilders(t, testPutBuildOptions) }
+
+func testPutBuildOptions(t *testing.T, buildkit bool) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	reg.Push(t, "opt/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
 	srcDir := t.TempDir()
@@ -323,8 +346,11 @@ func TestPutBuildOptions(t *testing.T) {
 			t.Fatalf("miss: %v\n%s", r.err, r.stderr)
 		}
 		r = runOut(t, srcDir, map[string]any{"source": source(reg, "opt/cache", nil), "params": map[string]any{"build": "cache", "cache": true, "cache_tag": "latest"}})
-		if r.err != nil || !strings.Contains(r.stderr, "Using cache") {
+		if r.err != nil {
 			t.Fatalf("hit: %v\n%s", r.err, r.stderr)
+		}
+		if hit := strings.Contains(r.stderr, "Using cache") || cachedStep(r.stderr, "RUN echo cached"); !hit {
+			t.Fatalf("no cache hit:\n%s", r.stderr)
 		}
 	})
 	t.Run("deprecated tag param and source tag", func(t *testing.T) {

@@ -314,8 +314,11 @@ func TestPushFallsBackToDaemon(t *testing.T) {
 	}{
 		{"load_file", "fb/file", map[string]any{"load_file": "saved/image", "load_repository": reg.Host + "/fb/base", "load_tag": "1"},
 			"params.load_file: the original compressed blobs of its layers are unknown"},
-		{"FROM pulled by the daemon", "fb/pulled", map[string]any{"build": "pulled"}, "which the daemon pulled"},
-		{"FROM pulled, sharing the busybox layer with load_base", "fb/pulled2", map[string]any{"build": "other", "load_base": "saved"}, "which the daemon pulled"},
+		// The classic builder's pulls land in the image store with their
+		// registry origin, which only the daemon's push can mount from;
+		// BuildKit's pulls do not, so under BuildKit these push directly.
+		{"FROM pulled by the daemon", "fb/pulled", map[string]any{"build": "pulled", "docker_buildkit": 0}, "which the daemon pulled"},
+		{"FROM pulled, sharing the busybox layer with load_base", "fb/pulled2", map[string]any{"build": "other", "load_base": "saved", "docker_buildkit": 0}, "which the daemon pulled"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -144,6 +144,11 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(p.diffIDs) == 0 {
+		// BuildKit makes such images (FROM scratch plus metadata), and
+		// dockerd before 23 refuses to save them ("empty export").
+		return nil, needsDaemon("the image has no layers, which `docker save` cannot export on older daemons")
+	}
 	dir, err := os.MkdirTemp(o.TempDir, "push-")
 	if err != nil {
 		return nil, fmt.Errorf("push: temp folder: %w", err)

@@ -143,6 +143,9 @@ func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, 
 		}
 		return b.ID, nil
 	case "build":
+		if plan.buildkit {
+			warnNoInlineCache(s, plan.cacheFolders)
+		}
 		if params.Cache {
 			cacheRef := plan.repository + ":" + plan.cacheTag
 			if _, err := engine.Pull(ctx, cli, cacheRef, plan.auth, s.log); err != nil {

@@ -1,17 +1,20 @@
 package resource
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 )
 
 // defaultBuildKit is the builder used when params.docker_buildkit is not set.
-const defaultBuildKit = false
+const defaultBuildKit = true
 
 // maxSecretSize is BuildKit's limit for one secret.
 const maxSecretSize = 500 * 1024
@@ -67,4 +70,36 @@ func planBuilder(s *session, plan *putPlan, params *protocol.OutParams, abs func
 		s.redact.Add(string(value))
 	}
 	return nil
+}
+
+// warnNoInlineCache says which cache_from images BuildKit cannot use: it
+// reads cache only from images that carry inline cache metadata, which
+// images built by the classic builder lack.
+func warnNoInlineCache(s *session, folders []*baseimage.Folder) {
+	for _, f := range folders {
+		cfg, err := folderConfig(f)
+		if err != nil {
+			s.log.Debugf("cache_from %s: cannot read its config: %v", filepath.Base(f.Dir), err)
+			continue
+		}
+		var c map[string]json.RawMessage
+		if json.Unmarshal(cfg, &c) == nil && c[inlineCacheKey] == nil {
+			s.log.Warnf("cache_from %s: the image has no BuildKit cache metadata (the classic builder made it), so this build cannot use it as cache; "+
+				"the image pushed now carries it, so the next build can. Set docker_buildkit: 0 to keep the classic builder", filepath.Base(f.Dir))
+		}
+	}
+}
+
+// inlineCacheKey is where BuildKit keeps inline cache in an image config.
+const inlineCacheKey = "moby.buildkit.cache.v0"
+
+func folderConfig(f *baseimage.Folder) ([]byte, error) {
+	if f.Image != nil {
+		return f.Image.RawConfig, nil
+	}
+	img, err := baseimage.ReadSave(f.Path)
+	if err != nil {
+		return nil, err
+	}
+	return img.RawConfig, nil
 }
