@@ -380,6 +380,10 @@ func (d *Daemon) Version() string { return d.version }
 // DataRoot is the daemon's data root.
 func (d *Daemon) DataRoot() string { return d.data.path }
 
+// CertsDir is the certs.d folder dockerd reads registry CAs and client
+// certificates from: <domain>/ca.crt, <domain>/*.cert + *.key.
+func (d *Daemon) CertsDir() string { return filepath.Join(d.dir, "certs.d") }
+
 // Elapsed is the time from exec of dockerd to its API's first answer.
 func (d *Daemon) Elapsed() time.Duration { return d.elapsed }
 

@@ -40,6 +40,10 @@ type BuildOptions struct {
 	// Auth has the credentials for pulling FROM images (the build's
 	// AuthConfigs for the classic builder, the session for BuildKit).
 	Auth RegistryAuth
+	// CertsDir is a certs.d folder (<domain>/ca.crt, *.cert + *.key): the
+	// TLS settings BuildKit's session uses when it fetches registry tokens
+	// for the daemon.
+	CertsDir string
 	// NetworkMode of RUN steps: "" for the daemon's default, "host", "none".
 	NetworkMode string
 	// PullParent pulls FROM images even when the daemon has them.

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/docker/cli/cli/config/configfile"
@@ -46,7 +48,7 @@ func buildKitSession(ctx context.Context, cli Client, o BuildOptions, log *logru
 	if err != nil {
 		return "", nil, fmt.Errorf("buildkit session: %w", err)
 	}
-	s.Allow(newSessionAuth(o.Auth))
+	s.Allow(newSessionAuth(o.Auth, sessionTLS(o.CertsDir)))
 	if len(o.Secrets) > 0 {
 		m := make(map[string][]byte, len(o.Secrets))
 		for _, sec := range o.Secrets {
@@ -80,12 +82,12 @@ type sessionAuth struct {
 	inner auth.AuthServer
 }
 
-func newSessionAuth(a RegistryAuth) *sessionAuth {
+func newSessionAuth(a RegistryAuth, tlsConfigs map[string]*authprovider.AuthTLSConfig) *sessionAuth {
 	cf := configfile.New("")
 	for key, c := range a.byKey {
 		cf.AuthConfigs[key] = clitypes.AuthConfig{Username: c.Username, Password: c.Password, ServerAddress: key}
 	}
-	inner := authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{ConfigFile: cf})
+	inner := authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{ConfigFile: cf, TLSConfigs: tlsConfigs})
 	return &sessionAuth{inner: inner.(auth.AuthServer)}
 }
 
@@ -114,4 +116,40 @@ func buildKitImageID(aux json.RawMessage) string {
 		return r.ID
 	}
 	return ""
+}
+
+// sessionTLS reads a certs.d folder into the session's per-host TLS
+// settings, so token requests trust the same CAs and present the same
+// client certificates as dockerd does.
+func sessionTLS(certsDir string) map[string]*authprovider.AuthTLSConfig {
+	if certsDir == "" {
+		return nil
+	}
+	hosts, err := os.ReadDir(certsDir)
+	if err != nil {
+		return nil
+	}
+	out := map[string]*authprovider.AuthTLSConfig{}
+	for _, h := range hosts {
+		if !h.IsDir() {
+			continue
+		}
+		dir := filepath.Join(certsDir, h.Name())
+		files, _ := os.ReadDir(dir)
+		c := &authprovider.AuthTLSConfig{}
+		for _, f := range files {
+			p := filepath.Join(dir, f.Name())
+			switch {
+			case strings.HasSuffix(f.Name(), ".crt"):
+				c.RootCAs = append(c.RootCAs, p)
+			case strings.HasSuffix(f.Name(), ".cert"):
+				key := strings.TrimSuffix(p, ".cert") + ".key"
+				if _, err := os.Stat(key); err == nil {
+					c.KeyPairs = append(c.KeyPairs, authprovider.TLSKeyPair{Certificate: p, Key: key})
+				}
+			}
+		}
+		out[h.Name()] = c
+	}
+	return out
 }

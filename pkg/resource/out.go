@@ -104,6 +104,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 
 	t = time.Now()
 	enterPhase(ctx, plan.source)
+	plan.certsDir = d.CertsDir()
 	imageID, err := produce(ctx, s, cli, plan, params, cacheFrom, env)
 	timing.since(plan.source, t)
 	if err != nil {
@@ -161,7 +162,7 @@ func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, 
 			NetworkMode: env.Hooks.BuildNetwork,
 			// Inline cache always: it costs a few config bytes and lets any
 			// later build use this image as cache_from.
-			BuildKit: plan.buildkit, Secrets: plan.secrets, InlineCache: plan.buildkit,
+			BuildKit: plan.buildkit, Secrets: plan.secrets, InlineCache: plan.buildkit, CertsDir: plan.certsDir,
 		}
 		res, err := engine.Build(ctx, cli, o, s.log)
 		if err != nil {

@@ -40,6 +40,7 @@ type putPlan struct {
 	// buildkit and secrets are set by planBuilder (outbuilder.go).
 	buildkit bool
 	secrets  []engine.Secret
+	certsDir string // the daemon's certs.d, once it runs
 }
 
 // buildArgVars may be referenced as $VAR or ${VAR} in build_args values;
