@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -330,6 +332,9 @@ func (d *downloader) fetchOnce(ctx context.Context, layer v1.Layer, desc v1.Desc
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) && pe.Op == "write" {
+			return fmt.Errorf("store blob after %d bytes: %w", n, err)
+		}
 		return fmt.Errorf("read blob after %d bytes: %w", n, err)
 	}
 	if n != desc.Size {
@@ -493,6 +498,9 @@ func (e *mismatchError) Error() string { return e.msg }
 // retryable is false for answers that another attempt will not change
 // (missing blob, no access); network errors and corrupt bodies are retried.
 func retryable(err error) bool {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) {
+		return false // the local disk, not the registry: another try fills it again
+	}
 	var ex interface{ RetriesExhausted() bool }
 	if errors.As(err, &ex) && ex.RetriesExhausted() {
 		// The request was retried already (registry.RetryError): another
