@@ -281,6 +281,20 @@ func TestPutForeignBaseFormats(t *testing.T) {
 			t.Errorf("no warning about the unnamed base:\n%s", r.stderr)
 		}
 	})
+
+	t.Run("unnamed cache_from is used by its ID", func(t *testing.T) {
+		img, _ := newBase("bt/unnamed-cache:9", testenv.ImageOptions{})
+		dir := filepath.Join(srcDir, "bt-unnamed-cache")
+		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, "")
+		writeFiles(t, dir, map[string]string{"digest": hashOf(t, img.ConfigName)})
+		build("unnamed-cache-app", "bt/unnamed-cache:9")
+		for _, builder := range []int{0, 1} {
+			putOK(t, srcDir, map[string]any{"source": source(reg, "bt/unnamed-cache-app", nil), "params": map[string]any{"build": "unnamed-cache-app",
+				"docker_buildkit": builder, "cache_from": []any{"bt-unnamed-cache"},
+				"load_base": map[string]any{"path": "bt-unnamed-cache", "repository": "bt/unnamed-cache", "tag": "9"}}})
+			checkOnBase(t, reg, "bt/unnamed-cache-app:latest", img)
+		}
+	})
 }
 
 // TestPutForeignBaseErrors: layouts that cannot work fail before a daemon

@@ -198,9 +198,13 @@ func warnUnnamed(s *session, param, dir string, f *baseimage.Folder, b engine.Ba
 	if b.Repository != "" {
 		return
 	}
+	use := ""
+	if param == "cache_from" {
+		use = " It is used as build cache by its ID."
+	}
 	s.log.Warnf("params.%s %s (%s) is loaded as image %s without a name: nothing in the folder says which name a Dockerfile's FROM uses, "+
-		"so FROM cannot refer to it by name (it would be pulled). Name it with the object form {path: %s, repository: ..., tag: ...}",
-		param, dir, f.Origin, engine.ShortID(b.ID), dir)
+		"so FROM cannot refer to it by name (it would be pulled). Name it with the object form {path: %s, repository: ..., tag: ...}.%s",
+		param, dir, f.Origin, engine.ShortID(b.ID), dir, use)
 }
 
 func startDaemon(ctx context.Context, env Env, s *session, src *protocol.Source) (*daemon.Daemon, error) {
