@@ -165,7 +165,8 @@ func runOutECR(t *testing.T, e *ecrEnv, srcDir string, req map[string]any) resul
 
 // TestECRPut builds FROM an image of another ECR registry (named in an ARG
 // default, as FROM ${BASE}), which the daemon pulls with that registry's
-// own token, and pushes to the repository's ECR registry with its token.
+// own token, and pushes to the repository's ECR registry with its token,
+// under both builders.
 func TestECRPut(t *testing.T) {
 	e := startECR(t)
 	e.reg.Push(t, "other/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
@@ -195,11 +196,11 @@ func TestECRPut(t *testing.T) {
 		t.Logf("out's log:\n%s", r.stderr)
 	}
 
-	t.Run("BuildKit session", func(t *testing.T) {
-		// BuildKit ignores the build's AuthConfigs: the FROM pull's token
-		// reaches it through the session's auth provider.
+	t.Run("classic builder", func(t *testing.T) {
+		// The default builder (BuildKit) gets the FROM token through its
+		// session; the classic one through the build's AuthConfigs.
 		n := len(e.regions())
-		r := runOutECR(t, e, srcDir, map[string]any{"source": e.source("team/bk", true, nil), "params": map[string]any{"build": "app", "docker_buildkit": 1}})
+		r := runOutECR(t, e, srcDir, map[string]any{"source": e.source("team/bk", true, nil), "params": map[string]any{"build": "app", "docker_buildkit": 0}})
 		if r.err != nil {
 			t.Fatalf("out: %v\n%s", r.err, r.stderr)
 		}
