@@ -108,6 +108,9 @@ func (s *Source) Validate() error {
 	}
 	for i, entry := range s.InsecureRegistries {
 		f := fmt.Sprintf("source.insecure_registries[%d]", i)
+		if strings.Contains(entry, "://") {
+			return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, redactURL(entry))
+		}
 		if strings.Contains(entry, "/") {
 			if _, _, err := net.ParseCIDR(entry); err != nil {
 				return fmt.Errorf("%s: %q is not a valid CIDR (e.g. \"10.0.0.0/8\") nor host:port", f, entry)

@@ -73,7 +73,7 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 		path := abs(params.AdditionalTags)
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("additional tags file '%s' does not exist", params.AdditionalTags)
+			return nil, fmt.Errorf("params.additional_tags: additional tags file '%s' does not exist (%s)", params.AdditionalTags, relativeHint)
 		}
 		for _, t := range strings.Fields(string(b)) {
 			if err := protocol.ValidateTag("params.additional_tags ("+params.AdditionalTags+")", t); err != nil {
@@ -127,7 +127,18 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 			df = abs(params.Dockerfile)
 		}
 		if fi, err := os.Stat(df); err != nil || !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("It doesn't appear that given Dockerfile: %q is a file", df)
+			// The old resource's words, with the field and the reason.
+			field, why := "params.dockerfile", "it does not exist; "+relativeHint
+			if params.Dockerfile == "" {
+				field, why = "params.build", "the build context has no Dockerfile; name the file with params.dockerfile"
+			}
+			if err == nil {
+				why = "it is a folder"
+				if !fi.IsDir() {
+					why = "it is not a regular file"
+				}
+			}
+			return nil, fmt.Errorf("%s: It doesn't appear that given Dockerfile: %q is a file: %s", field, df, why)
 		}
 		plan.dockerfile = df
 		if plan.buildArgs, err = buildArgs(params, abs); err != nil {
@@ -138,13 +149,16 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 		}
 	case "load_file":
 		if params.LoadRepository == "" {
-			return nil, errors.New("must specify load_repository param")
+			return nil, errors.New("params.load_file: must specify load_repository param (the repository of the image inside the tarball, and load_tag when it is not latest)")
 		}
 		if err := regularFile("params.load_file", plan.path); err != nil {
 			return nil, err
 		}
 	case "import_file":
 		if err := regularFile("params.import_file", plan.path); err != nil {
+			return nil, err
+		}
+		if err := checkRootfsTarball("params.import_file", params.ImportFile, plan.path); err != nil {
 			return nil, err
 		}
 	case "pull_repository":
@@ -199,7 +213,7 @@ func pushTag(s *session, src *protocol.Source, params *protocol.OutParams, abs f
 	}
 	b, err := os.ReadFile(abs(file))
 	if err != nil {
-		return "", fmt.Errorf("tag file '%s' does not exist", file)
+		return "", fmt.Errorf("%s: tag file '%s' does not exist (%s)", field, file, relativeHint)
 	}
 	tag := params.TagPrefix + strings.TrimSpace(string(b))
 	if strings.TrimSpace(string(b)) == "" {
@@ -236,6 +250,9 @@ func checkSavedImage(param string, entry protocol.BaseEntry, dir string) (*basei
 	f.Name(entry.Repository, string(entry.Tag))
 	return f, nil
 }
+
+// relativeHint is what to do about a file that is not there.
+const relativeHint = "paths are relative to the put's folder, which holds the job's inputs: start them with the input's name"
 
 func regularFile(field, path string) error {
 	fi, err := os.Stat(path)
@@ -300,11 +317,25 @@ func labels(params *protocol.OutParams, abs func(string) string) (map[string]str
 // readScalarMap reads a JSON object of strings, numbers and booleans.
 func readScalarMap(path string) (map[string]string, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("it does not exist (%s)", relativeHint)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot read it: %w", err)
 	}
 	var raw map[string]protocol.Scalar
 	if err := json.Unmarshal(b, &raw); err != nil {
+		// Say what is wrong without Go type names.
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			err = fmt.Errorf("invalid JSON at byte %d: %s", syn.Offset, syn)
+		case errors.As(err, &typ) && typ.Field == "":
+			err = fmt.Errorf("the file holds a JSON %s", typ.Value)
+		case errors.As(err, &typ):
+			err = fmt.Errorf("%q is a JSON %s", typ.Field, typ.Value)
+		}
 		return nil, fmt.Errorf("expected a JSON object of strings, numbers or booleans: %w", err)
 	}
 	out := make(map[string]string, len(raw))
