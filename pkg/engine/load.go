@@ -253,9 +253,9 @@ func LoadBase(ctx context.Context, cli Client, dir string, log *logrus.Entry) (B
 // image got the ID the folder names (image-id, or oci-build-task's config
 // digest) and tags it with the folder's name, so a FROM naming it needs no
 // pull. Docker-save tarballs go to the daemon as they are; OCI layouts are
-// written as a docker-save stream on the fly (daemons before Docker 25
-// cannot load a layout), with zstd layers decompressed for daemons before
-// Docker 23, which cannot load zstd.
+// written as a docker-save stream on the fly (dockerd 20.10 loads nothing
+// else), with zstd layers decompressed for daemons before Docker 23, which
+// cannot load zstd.
 func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, log *logrus.Entry) (Base, error) {
 	log = orDiscard(log)
 	b := Base{Repository: f.Repository, Tag: f.Tag}
