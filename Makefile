@@ -20,6 +20,27 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout 60m ./...
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# Fuzzing (docs/reliability.md): `go test -fuzz` takes one package and one
+# target per run. `make fuzz` runs each target for FUZZTIME; `make test`
+# runs each briefly (fuzz-smoke). The seed corpora (f.Add and
+# testdata/fuzz/) also run as plain tests in every `go test`.
+FUZZTIME     ?= 60s
+FUZZ_TARGETS := ./pkg/protocol:FuzzParseRequest ./pkg/protocol:FuzzValidateNames \
+                ./pkg/engine:FuzzReadSaveManifest \
+                ./pkg/imagefs:FuzzExtractLayer ./pkg/imagefs:FuzzExtractEntries
+
+.PHONY: fuzz fuzz-smoke
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 unit:
 	$(GO) test -count=1 ./pkg/...

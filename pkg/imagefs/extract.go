@@ -545,36 +545,83 @@ func (x *extractor) finish() error {
 		paths = append(paths, p)
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(paths)))
+	// Parents are opened a component at a time from the handles of their
+	// own parents, kept on a stack: opening each from the root would cost
+	// n² lookups for a chain of n directories.
+	st := &dirStack{x: x}
+	defer st.close()
 	for _, p := range paths {
 		m := x.dirs[p]
 		pdir, base := path.Split(p)
 		if p == "" {
 			pdir, base = "", "."
 		}
-		f, err := x.openDir(strings.TrimSuffix(pdir, "/"))
+		fd, err := st.open(strings.TrimSuffix(pdir, "/"))
 		if err != nil {
 			return err
 		}
-		err = func() error {
-			defer f.Close()
-			fd := int(f.Fd())
-			var st unix.Stat_t
-			if err := unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fmt.Errorf("stat %s: %w", p, err)
-			}
-			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-				return nil // replaced since; not a directory any more
-			}
-			if err := unix.Fchmodat(fd, base, m.mode, 0); err != nil {
-				return fmt.Errorf("chmod %s: %w", p, err)
-			}
-			return setTimes(fd, base, p, m.atime, m.mtime)
-		}()
-		if err != nil {
+		var stt unix.Stat_t
+		if err := unix.Fstatat(fd, base, &stt, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("stat %s: %w", p, err)
+		}
+		if stt.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue // replaced since; not a directory any more
+		}
+		if err := unix.Fchmodat(fd, base, m.mode, 0); err != nil {
+			return fmt.Errorf("chmod %s: %w", p, err)
+		}
+		if err := setTimes(fd, base, p, m.atime, m.mtime); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// dirStack holds open handles of a chain of directories from the root
+// down; each is opened from its parent's handle with O_NOFOLLOW, so no
+// symlink is followed.
+type dirStack struct {
+	x     *extractor
+	paths []string
+	files []*os.File
+}
+
+func (s *dirStack) open(rel string) (int, error) {
+	if len(s.files) == 0 {
+		f, err := s.x.openDir("")
+		if err != nil {
+			return -1, err
+		}
+		s.paths, s.files = []string{""}, []*os.File{f}
+	}
+	for {
+		top := s.paths[len(s.paths)-1]
+		if top == rel || top == "" || strings.HasPrefix(rel, top+"/") {
+			break
+		}
+		s.files[len(s.files)-1].Close()
+		s.paths, s.files = s.paths[:len(s.paths)-1], s.files[:len(s.files)-1]
+	}
+	for {
+		top, f := s.paths[len(s.paths)-1], s.files[len(s.files)-1]
+		if top == rel {
+			return int(f.Fd()), nil
+		}
+		c, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(rel, top), "/"), "/")
+		next := path.Join(top, c)
+		fd, err := unix.Openat(int(f.Fd()), c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("open directory %s: %w", next, err)
+		}
+		s.paths, s.files = append(s.paths, next), append(s.files, os.NewFile(uintptr(fd), next))
+	}
+}
+
+func (s *dirStack) close() {
+	for _, f := range s.files {
+		f.Close()
+	}
+	s.paths, s.files = nil, nil
 }
 
 // shortName keeps error messages readable when a hostile layer has a name

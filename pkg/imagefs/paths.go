@@ -127,12 +127,19 @@ func (r *resolver) resolveDir(p string, create bool) (string, error) {
 			if !create {
 				return "", fmt.Errorf("directory %s: %w", cur, fs.ErrNotExist)
 			}
-			if err := r.root.Mkdir(cur, 0o755); err != nil {
-				return "", fmt.Errorf("create directory %s: %w", cur, err)
+			// Below a new directory everything is new: create the run of
+			// plain names from one handle each instead of from the root
+			// (a chain of n components would cost n² lookups).
+			comps := append([]string{c}, rest...)
+			n, err := r.createRun(path.Join(out...), comps)
+			if err != nil {
+				return "", err
 			}
-			if r.onCreate != nil {
-				r.onCreate(cur)
+			if n == 0 {
+				return "", fmt.Errorf("create directory %s: nothing to create", cur)
 			}
+			out, rest = append(out, comps[:n]...), comps[n:]
+			continue
 		case err != nil:
 			return "", fmt.Errorf("look up %s: %w", cur, err)
 		case fi.Mode()&fs.ModeSymlink != 0:
@@ -158,6 +165,51 @@ func (r *resolver) resolveDir(p string, create bool) (string, error) {
 	res := path.Join(out...)
 	r.resolved[p] = res
 	return res, nil
+}
+
+// createRun creates the leading plain names of comps as a chain of
+// directories under parent, which must exist, and returns how many it
+// created (at least one, or an error).
+func (r *resolver) createRun(parent string, comps []string) (int, error) {
+	dir := r.root
+	if parent != "" {
+		sub, err := r.root.OpenRoot(parent)
+		if err != nil {
+			return 0, fmt.Errorf("open directory %s: %w", parent, err)
+		}
+		dir = sub
+	}
+	defer func() {
+		if dir != r.root {
+			dir.Close()
+		}
+	}()
+	cur := parent
+	for i, c := range comps {
+		if c == "" || c == "." || c == ".." || (r.skipDev && cur == "" && c == "dev") {
+			return i, nil
+		}
+		cur = path.Join(cur, c)
+		if err := dir.Mkdir(c, 0o755); err != nil {
+			return i, fmt.Errorf("create directory %s: %w", cur, err)
+		}
+		if r.onCreate != nil {
+			r.onCreate(cur)
+		}
+		r.realDirs[cur] = true
+		if i == len(comps)-1 {
+			return i + 1, nil
+		}
+		next, err := dir.OpenRoot(c)
+		if err != nil {
+			return i + 1, fmt.Errorf("open directory %s: %w", cur, err)
+		}
+		if dir != r.root {
+			dir.Close()
+		}
+		dir = next
+	}
+	return len(comps), nil
 }
 
 // resolveFile resolves the parent of p and keeps its last component as is
