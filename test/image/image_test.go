@@ -188,7 +188,8 @@ test -s /etc/ssl/certs/ca-certificates.crt && echo "ca bundle ok"
 		var signalled time.Time
 		s := putStep(srcDir, source("team/abort", nil), map[string]any{"build": "slow", "load_base": "base"})
 		s.OnLine = func(line string, pid int) {
-			if strings.Contains(line, "Running in") {
+			// The classic builder says "Running in", BuildKit names the step.
+			if strings.Contains(line, "Running in") || strings.Contains(line, "] RUN busybox sleep 60") {
 				once.Do(func() {
 					signalled = time.Now()
 					if err := killPid(pid, syscall.SIGTERM); err != nil {
