@@ -80,6 +80,9 @@ type Folder struct {
 	// Image is the chosen image of an OCI layout (the build platform's for
 	// an index); nil for docker-save tarballs.
 	Image *LayoutImage
+	// Save is a plain docker-save tarball's image, read in place; nil for
+	// layouts and gzip-compressed tarballs.
+	Save *Image
 }
 
 // Named reports whether the folder (or its entry) says which name FROM uses.
@@ -167,7 +170,6 @@ func Detect(dir string, platform v1.Platform) (*Folder, error) {
 		} else if k != DockerSave {
 			return nil, fmt.Errorf("%s is an %s, not the docker-save tarball a get with save: true writes", f.Path, k)
 		}
-		return f, nil
 
 	case isDir("oci"):
 		f.Origin = "registry-image-resource format: oci-layout"
@@ -217,6 +219,25 @@ func Detect(dir string, platform v1.Platform) (*Folder, error) {
 			return nil, fmt.Errorf("%s (%s, %s): %w", f.Path, f.Origin, f.Kind, err)
 		}
 		f.Image = img
+		return f, nil
+	}
+	// A plain docker-save tarball is read in place (headers, manifest.json,
+	// config): one image, and the ID the folder names, checked before any
+	// daemon starts. A gzip-compressed one is left to docker load.
+	img, err := ReadSave(f.Path)
+	if errors.Is(err, errCompressed) {
+		return f, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", f.Path, f.Origin, err)
+	}
+	f.Save = &img
+	if id := img.ID(); f.ImageID != "" && id != f.ImageID {
+		src := ImageIDFile
+		if filepath.Base(f.Path) != ImageFile {
+			src = DigestFile
+		}
+		return nil, fmt.Errorf("%s holds image %s, but %s says %s", f.Path, id, src, f.ImageID)
 	}
 	return f, nil
 }

@@ -338,3 +338,24 @@ func TestWriteDockerSave(t *testing.T) {
 		}
 	}
 }
+
+// TestDetectChecksImageID: a folder naming another image ID than its
+// tarball holds fails before any daemon is involved.
+func TestDetectChecksImageID(t *testing.T) {
+	img := testenv.BusyboxImage(t, testenv.ImageOptions{})
+	other := strings.Repeat("1", 64)
+	own := t.TempDir()
+	saveTar(t, filepath.Join(own, "image"), img, "reg.example:5000/team/base:1")
+	writeFile(t, filepath.Join(own, "image-id"), "sha256:"+other)
+	writeFile(t, filepath.Join(own, "repository"), "reg.example:5000/team/base")
+	writeFile(t, filepath.Join(own, "tag"), "1")
+	bt := t.TempDir()
+	saveTar(t, filepath.Join(bt, "image.tar"), img, "")
+	writeFile(t, filepath.Join(bt, "digest"), "sha256:"+other)
+	for dir, file := range map[string]string{own: "image-id", bt: "digest"} {
+		_, err := Detect(dir, amd64)
+		if err == nil || !strings.Contains(err.Error(), id(t, img)) || !strings.Contains(err.Error(), "but "+file+" says sha256:"+other) {
+			t.Errorf("%s: %v", file, err)
+		}
+	}
+}

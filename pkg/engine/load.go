@@ -276,8 +276,8 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, log *logru
 	} else if !zstdLoads(ctx, cli) {
 		// A docker-save tarball may carry zstd layers too (gets of zstd
 		// images); only then is it rewritten.
-		if si, err := baseimage.ReadSave(f.Path); err == nil && si.HasZstd() {
-			img, convert = si, true
+		if f.Save != nil && f.Save.HasZstd() {
+			img, convert = *f.Save, true
 		}
 	}
 	if convert {
