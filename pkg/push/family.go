@@ -74,7 +74,7 @@ func (b *base) identify(ctx context.Context, reg *registry.Client) {
 		return // an OCI layout's manifest says it all
 	}
 	if b.version == "" {
-		b.guess("the folder has no digest file")
+		b.guess("the folder names no manifest digest")
 		return
 	}
 	want, err := v1.NewHash(b.version)
