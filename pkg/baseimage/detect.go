@@ -274,7 +274,24 @@ func notKnown(dir, why string) error {
 	if why != "" {
 		msg += " (" + why + ")"
 	}
+	// A common slip: the folder above the one meant (a task's whole output).
+	for _, e := range entries {
+		if e.IsDir() && looksLikeBase(filepath.Join(dir, e.Name())) {
+			msg += fmt.Sprintf("; did you mean %s?", filepath.Join(dir, e.Name()))
+			break
+		}
+	}
 	return errors.New(msg + "\n" + Accepted)
+}
+
+// looksLikeBase is a quick look for the files Detect starts from.
+func looksLikeBase(dir string) bool {
+	for _, n := range []string{ImageFile, ImageIDFile, "image.tar", "oci/index.json", "image/index.json", "index.json"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // readSmall is a small file's trimmed content, "" when it is missing.

@@ -277,7 +277,12 @@ func TestDetectRefuses(t *testing.T) {
 	m, _ := testenv.BusyboxImage(t, testenv.ImageOptions{}).Manifest()
 	os.Remove(filepath.Join(missingBlob, "image/blobs/sha256", m.Layers[0].Digest.Hex))
 
+	above := t.TempDir() // a task's whole output instead of its image output
+	writeFile(t, filepath.Join(above, "image/image.tar"), "x")
+	writeFile(t, filepath.Join(above, "image/digest"), "sha256:x")
+
 	for _, c := range []struct{ name, dir, want string }{
+		{"the folder above", above, "did you mean " + filepath.Join(above, "image") + "?"},
 		{"unknown layout", unknown, "it holds notes.txt, rootfs/"},
 		{"unknown layout lists the accepted", unknown, "registry-image-resource format: oci-layout: oci/"},
 		{"image.tar not a tarball", notTar, "not a"},
