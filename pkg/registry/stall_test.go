@@ -1,0 +1,105 @@
+package registry
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// TestStalledBodyTimesOut: a response whose body stops arriving fails with a
+// StallError after the response timeout instead of hanging.
+func TestStalledBodyTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, strings.Repeat("x", 100))
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, err := New(Options{Retry: fastRetry, ResponseTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: c.Transport()}).Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	n, err := io.Copy(io.Discard, resp.Body)
+	var se *StallError
+	if !errors.As(err, &se) || n != 100 {
+		t.Fatalf("read %d bytes, err %v; want 100 and a StallError", n, err)
+	}
+	if el := time.Since(start); el < 200*time.Millisecond || el > 2*time.Second {
+		t.Errorf("stall noticed after %s, want about 200ms", el)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !retryOperation(err) {
+		t.Errorf("a stall must count as a transient timeout: %v", err)
+	}
+	if !strings.Contains(Explain(err), "sent no data for 200ms") {
+		t.Errorf("Explain: %q", Explain(err))
+	}
+}
+
+// TestRetryOperation: whole operations are retried after transient
+// failures only, and never after the transport gave up.
+func TestRetryOperation(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&transport.Error{StatusCode: http.StatusServiceUnavailable}, true},
+		{&transport.Error{StatusCode: http.StatusTooManyRequests}, true},
+		{&transport.Error{StatusCode: http.StatusUnauthorized}, false},
+		{&transport.Error{StatusCode: http.StatusNotFound}, false},
+		{&RetryError{Host: "h", Status: 503, Attempts: 6}, false},
+		{io.ErrUnexpectedEOF, true},
+		{errors.New("something else"), false},
+		{nil, false},
+	} {
+		if got := retryOperation(c.err); got != c.want {
+			t.Errorf("retryOperation(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// TestUploadRetryAfterWaits: a 429 to a request whose body cannot be
+// replayed is handed back only after the Retry-After wait.
+func TestUploadRetryAfterWaits(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	defer srv.Close()
+	c, err := New(Options{Retry: RetryPolicy{Attempts: 3, Initial: 10 * time.Millisecond, Max: 5 * time.Second, Budget: 10 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPatch, srv.URL, io.NopCloser(strings.NewReader("body")))
+	req.GetBody = nil
+	start := time.Now()
+	resp, err := c.Transport().RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("status %d", resp.StatusCode)
+	}
+	if el := time.Since(start); el < time.Second {
+		t.Errorf("the 429 came back after %s, before the 1 s Retry-After", el)
+	}
+}
