@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -37,11 +38,18 @@ func fuzzExtract(t *testing.T, root string, layers ...[]byte) {
 		ls = append(ls, static.NewLayer(b, types.OCIUncompressedLayer))
 	}
 	img := imageOf(t, ls...)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
+	// A stuck extraction is a bug too: crash with every goroutine's stack,
+	// which the fuzzer records as a failing input.
+	watchdog := time.AfterFunc(60*time.Second, func() {
+		debug.SetTraceback("all")
+		panic("ExtractRootfs did not return within 60 s")
+	})
 	err := ExtractRootfs(ctx, img, dest, ExtractOptions{Chown: os.Geteuid() == 0})
+	watchdog.Stop()
 	if ctx.Err() != nil {
-		t.Fatal("extraction did not finish within 60 s")
+		t.Fatal("extraction did not finish within 50 s")
 	}
 	if err != nil && err.Error() == "" {
 		t.Fatal("empty error message")
