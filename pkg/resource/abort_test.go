@@ -1,0 +1,66 @@
+package resource
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
+)
+
+func TestAbortMessage(t *testing.T) {
+	term := &AbortedError{Signal: syscall.SIGTERM}
+	for _, c := range []struct {
+		phase string
+		err   error
+		want  string
+	}{
+		{"build", errors.New("build: reading engine messages: context canceled"), "aborted (SIGTERM) during build"},
+		{"push", context.Canceled, "aborted (SIGTERM) during push"},
+		{"download", errors.New("download x: aborted (SIGTERM)"), "aborted (SIGTERM) during download"},
+		{"", errors.New("stopping dockerd: processes still running"), "aborted (SIGTERM) (stopping dockerd: processes still running)"},
+	} {
+		if got := abortMessage(term, c.phase, c.err); got != c.want {
+			t.Errorf("abortMessage(%q, %v) = %q, want %q", c.phase, c.err, got, c.want)
+		}
+	}
+	if got := abortMessage(&AbortedError{Signal: syscall.SIGINT}, "load", context.Canceled); got != "aborted (SIGINT) during load" {
+		t.Errorf("SIGINT: %q", got)
+	}
+}
+
+func TestEnterPhase(t *testing.T) {
+	enterPhase(context.Background(), "ignored") // no note: nothing happens
+	ctx, n := withPhaseNote(context.Background())
+	enterPhase(ctx, "daemon start")
+	enterPhase(ctx, "build")
+	if n.get() != "build" {
+		t.Errorf("phase %q", n.get())
+	}
+}
+
+func TestHooksFromEnv(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == TestDaemonEnv {
+				return v
+			}
+			return ""
+		}
+	}
+	if h := hooksFromEnv(env("")); h.Daemon != nil || h.BuildNetwork != "" {
+		t.Error("production must get no hooks")
+	}
+	var o daemon.Options
+	h := hooksFromEnv(env("isolated"))
+	h.Daemon(&o)
+	if !o.Isolated || h.BuildNetwork != "none" {
+		t.Errorf("isolated: %+v %q", o, h.BuildNetwork)
+	}
+	o = daemon.Options{}
+	hooksFromEnv(env("private-network")).Daemon(&o)
+	if !o.PrivateNetwork || o.Isolated {
+		t.Errorf("private-network: %+v", o)
+	}
+}
