@@ -257,6 +257,22 @@ func TestPutForeignBaseFormats(t *testing.T) {
 		checkOnBase(t, reg, "ri/zstd-app:latest", img)
 	})
 
+	t.Run("registry-image format: oci with zstd layers on dockerd 20.10", func(t *testing.T) {
+		img, digest := newBase("ri/ocizstd:10", testenv.ImageOptions{Compression: "zstd"})
+		dir := filepath.Join(srcDir, "ri-ocizstd")
+		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, reg.Host+"/ri/ocizstd:10")
+		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/ocizstd", "tag": "10", "digest": digest})
+		build("ri-ocizstd-app", reg.Host+"/ri/ocizstd:10")
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "ri/ocizstd-app", nil), "params": map[string]any{"build": "ri-ocizstd-app", "load_base": "ri-ocizstd"}})
+		if r.err != nil {
+			t.Fatalf("out: %v\n%s", r.err, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "zstd layers, which this dockerd cannot load") {
+			t.Errorf("the log does not say the zstd layers were decompressed:\n%s", r.stderr)
+		}
+		checkOnBase(t, reg, "ri/ocizstd-app:latest", img)
+	})
+
 	t.Run("load pushes a foreign folder as it is", func(t *testing.T) {
 		img, digest := newBase("ri/load:7", testenv.ImageOptions{MediaType: "oci"})
 		dir := filepath.Join(srcDir, "ri-load")

@@ -3,6 +3,7 @@ package baseimage
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"io/fs"
@@ -281,7 +282,13 @@ func TestDetectRefuses(t *testing.T) {
 	writeFile(t, filepath.Join(above, "image/image.tar"), "x")
 	writeFile(t, filepath.Join(above, "image/digest"), "sha256:x")
 
+	gzLayout := t.TempDir() // an OCI layout tarball, gzip-compressed
+	gl := t.TempDir()
+	writeLayout(t, gl, testenv.BusyboxImage(t, testenv.ImageOptions{}), nil)
+	gzipTo(t, gl, filepath.Join(gzLayout, "image.tar"))
+
 	for _, c := range []struct{ name, dir, want string }{
+		{"gzip-compressed OCI layout tarball", gzLayout, "a gzip-compressed OCI layout tarball: decompress it"},
 		{"the folder above", above, "did you mean " + filepath.Join(above, "image") + "?"},
 		{"unknown layout", unknown, "it holds notes.txt, rootfs/"},
 		{"unknown layout lists the accepted", unknown, "registry-image-resource format: oci-layout: oci/"},
@@ -362,5 +369,28 @@ func TestDetectChecksImageID(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), id(t, img)) || !strings.Contains(err.Error(), "but "+file+" says sha256:"+other) {
 			t.Errorf("%s: %v", file, err)
 		}
+	}
+}
+
+// gzipTo packs dir into a gzip-compressed tarball at p.
+func gzipTo(t *testing.T, dir, p string) {
+	t.Helper()
+	plain := filepath.Join(t.TempDir(), "plain.tar")
+	tarDir(t, dir, plain)
+	b, err := os.ReadFile(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zw := gzip.NewWriter(f)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
