@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -114,13 +115,18 @@ func (p RetryPolicy) operationBackoff() remote.Backoff {
 	return remote.Backoff{Duration: p.Initial, Factor: 2, Jitter: 0.25, Steps: p.Attempts}
 }
 
-// StallError is a response body that sent nothing for the response timeout.
+// StallError is a response body that sent nothing, or a request body the
+// registry took nothing of, for the response timeout.
 type StallError struct {
-	Host  string
-	After time.Duration
+	Host   string
+	After  time.Duration
+	Upload bool // the registry stopped taking a request body
 }
 
 func (e *StallError) Error() string {
+	if e.Upload {
+		return fmt.Sprintf("registry %s took no data for %s (the upload stalled)", e.Host, e.After)
+	}
 	return fmt.Sprintf("registry %s sent no data for %s (the response stalled)", e.Host, e.After)
 }
 
@@ -128,25 +134,82 @@ func (e *StallError) Error() string {
 func (e *StallError) Timeout() bool   { return true }
 func (e *StallError) Temporary() bool { return true }
 
-// stallTransport bounds the wait for every read of a response body: a
-// registry (or proxy) that stops sending in the middle of a blob would
-// otherwise hang the download forever, as ResponseHeaderTimeout covers only
-// the headers.
+// stallTransport bounds the waits ResponseHeaderTimeout does not: for the
+// registry to take the next bytes of a request body (an upload), and for
+// the next bytes of a response body (a blob). A registry or proxy that stops
+// in the middle of either would otherwise hang the get or the put for ever.
+// An upload that stalls has its request cancelled; a response body that
+// stalls is closed.
 type stallTransport struct {
 	next    http.RoundTripper
 	timeout time.Duration
 }
 
 func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	if err != nil || resp.Body == nil || resp.Body == http.NoBody {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	upload := &StallError{Host: req.URL.Host, After: t.timeout, Upload: true}
+	out := req.WithContext(ctx)
+	var sb *sendBody
+	if req.Body != nil && req.Body != http.NoBody {
+		sb = &sendBody{rc: req.Body, timeout: t.timeout}
+		sb.timer = time.AfterFunc(t.timeout, func() { cancel(upload) })
+		out.Body = sb
+	}
+	resp, err := t.next.RoundTrip(out)
+	if sb != nil {
+		sb.stop()
+	}
+	if err != nil {
+		if errors.Is(context.Cause(ctx), upload) {
+			err = upload
+		}
+		cancel(nil)
 		return resp, err
 	}
-	b := &stallBody{rc: resp.Body, err: &StallError{Host: req.URL.Host, After: t.timeout}, timeout: t.timeout}
+	if resp.Body == nil || resp.Body == http.NoBody {
+		cancel(nil)
+		return resp, nil
+	}
+	b := &stallBody{rc: resp.Body, err: &StallError{Host: req.URL.Host, After: t.timeout}, timeout: t.timeout, cancel: cancel}
 	b.timer = time.AfterFunc(time.Hour, func() { b.stalled.Store(true); _ = b.rc.Close() })
 	b.timer.Stop()
 	resp.Body = b
 	return resp, nil
+}
+
+// sendBody restarts the upload's stall timer whenever the transport takes
+// more of the body, and stops it at the end.
+type sendBody struct {
+	rc      io.ReadCloser
+	timeout time.Duration
+	mu      sync.Mutex
+	timer   *time.Timer
+	done    bool
+}
+
+func (b *sendBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if !b.done {
+		b.timer.Reset(b.timeout)
+	}
+	b.mu.Unlock()
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.stop() // the whole body is out: ResponseHeaderTimeout takes over
+	}
+	return n, err
+}
+
+func (b *sendBody) stop() {
+	b.mu.Lock()
+	b.done = true
+	b.timer.Stop()
+	b.mu.Unlock()
+}
+
+func (b *sendBody) Close() error {
+	b.stop()
+	return b.rc.Close()
 }
 
 type stallBody struct {
@@ -155,6 +218,7 @@ type stallBody struct {
 	timeout time.Duration
 	stalled atomic.Bool
 	err     *StallError
+	cancel  context.CancelCauseFunc
 }
 
 func (b *stallBody) Read(p []byte) (int, error) {
@@ -169,7 +233,9 @@ func (b *stallBody) Read(p []byte) (int, error) {
 
 func (b *stallBody) Close() error {
 	b.timer.Stop()
-	return b.rc.Close()
+	err := b.rc.Close()
+	b.cancel(nil)
+	return err
 }
 
 type retryTransport struct {

@@ -103,3 +103,45 @@ func TestUploadRetryAfterWaits(t *testing.T) {
 		t.Errorf("the 429 came back after %s, before the 1 s Retry-After", el)
 	}
 }
+
+// TestStalledUploadTimesOut: a registry that stops taking an upload's body
+// fails the request with an upload StallError after the timeout, instead of
+// leaving it blocked in a write for ever.
+func TestStalledUploadTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.CopyN(io.Discard, r.Body, 1000)
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, err := New(Options{Retry: fastRetry, ResponseTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More than any socket buffers take: the write blocks.
+	body := io.NopCloser(io.LimitReader(zeros{}, 256<<20))
+	req, _ := http.NewRequest(http.MethodPatch, srv.URL, body)
+	start := time.Now()
+	resp, err := c.Transport().RoundTrip(req)
+	if resp != nil {
+		resp.Body.Close()
+	}
+	var se *StallError
+	if !errors.As(err, &se) || !se.Upload {
+		t.Fatalf("err %v; want an upload StallError", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("noticed after %s", el)
+	}
+	if !retryOperation(err) {
+		t.Error("a stalled upload must be retried as a whole")
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
