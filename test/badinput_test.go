@@ -202,10 +202,11 @@ func TestBadInput(t *testing.T) {
 		{name: "additional registry without password", verb: "in", req: map[string]any{"source": src(map[string]any{"additional_private_registries": []any{map[string]any{"registry": "r.example", "username": "u"}}}), "version": ver}, want: []string{"source.additional_private_registries[0].password is required", "r.example"}},
 		{name: "platform variant without architecture", verb: "in", req: map[string]any{"source": src(nil), "version": ver, "params": map[string]any{"platform": map[string]any{"variant": "v7"}}}, want: []string{"params.platform.variant needs params.platform.architecture"}},
 
-		// Only the daemon can tell.
-		{name: "truncated image tarball in load_base", verb: "out", req: build(map[string]any{"load_base": "truncated"}), want: []string{"truncated", "image"}, daemon: true},
+		// Broken images: found before the daemon starts, except what only
+		// loading can tell.
+		{name: "truncated image tarball in load_base", verb: "out", req: build(map[string]any{"load_base": "truncated"}), want: []string{"params.load_base", "truncated/image", "not a readable tarball"}},
 		{name: "image-id not matching", verb: "out", req: build(map[string]any{"load_base": "mismatch"}), want: []string{"mismatch", strings.Repeat("1", 12)}, daemon: true},
-		{name: "import_file not a tarball", verb: "out", req: outReq(map[string]any{"import_file": "files/not-a-tarball"}), want: []string{"params.import_file", "files/not-a-tarball", "tar"}, daemon: true},
+		{name: "import_file not a tarball", verb: "out", req: outReq(map[string]any{"import_file": "files/not-a-tarball"}), want: []string{"params.import_file", "files/not-a-tarball is not a tarball", "docker import"}},
 		{name: "load_file not a docker-save tarball", verb: "out", req: outReq(map[string]any{"load_file": "files/not-a-save.tar", "load_repository": repo("x")}), want: []string{"load_file", "files/not-a-save.tar", "manifest.json"}, daemon: true},
 	}
 
