@@ -342,8 +342,11 @@ func TestFaultsPut(t *testing.T) {
 			}
 		}
 	})
-	t.Run("daemon push survives a 503 and a reset", func(t *testing.T) {
+	// dockerd retries an upload 5 times, 5, 10, 15 and 20 s apart, and
+	// ignores Retry-After.
+	t.Run("daemon push survives a 429, a 503 and a reset", func(t *testing.T) {
 		p := testenv.StartFaultProxy(t, reg.Host,
+			testenv.Fault{Kind: testenv.Fault429, Count: 1, Method: "PATCH", RetryAfter: "1"},
 			testenv.Fault{Kind: testenv.Fault503, Count: 1, Method: "PATCH"},
 			testenv.Fault{Kind: testenv.FaultResetMidBody, Count: 1, Method: "PATCH", AfterBytes: 64 << 10},
 		)
@@ -352,8 +355,8 @@ func TestFaultsPut(t *testing.T) {
 			t.Fatalf("out: %v\n%s", r.err, r.stderr)
 		}
 		t.Logf("put done in %s through %d faults", took.Round(time.Millisecond), p.Faulted())
-		if !strings.Contains(r.stderr, "push: through the daemon") || p.Faulted() != 2 {
-			t.Errorf("faulted %d, want 2; log:\n%s", p.Faulted(), r.stderr)
+		if !strings.Contains(r.stderr, "push: through the daemon") || p.Faulted() != 3 {
+			t.Errorf("faulted %d, want 3; log:\n%s", p.Faulted(), r.stderr)
 		}
 		if got := assertComplete(t, reg, "faults/daemon:latest"); got.String() != decodeResponse(t, r).Version.Digest {
 			t.Errorf("latest is %s", got)

@@ -51,7 +51,9 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, c
 		why = fmt.Sprintf("params.%s: the original compressed blobs of its layers are unknown", plan.source)
 	}
 	s.log.Infof("push: through the daemon: %s", why)
-	results, err := engine.Push(ctx, cli, imageID, plan.repository, plan.tags, plan.auth, s.log)
+	results, err := daemonPush(ctx, s, func() ([]engine.PushResult, error) {
+		return engine.Push(ctx, cli, imageID, plan.repository, plan.tags, plan.auth, s.log)
+	})
 	if err != nil {
 		return "", nil, err
 	}
@@ -61,6 +63,31 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, c
 		}
 	}
 	return "", nil, fmt.Errorf("push %s:%s: the daemon reported no digest", plan.repository, plan.tags[0])
+}
+
+// daemonRateLimitWaits are the waits before pushing through the daemon
+// again after the registry rate-limited it: dockerd retries an upload after
+// 5xx answers and network errors itself, but fails at once on a 429 and
+// ignores Retry-After. Layers already pushed are skipped the next time.
+var daemonRateLimitWaits = []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second}
+
+func daemonPush(ctx context.Context, s *session, push func() ([]engine.PushResult, error)) ([]engine.PushResult, error) {
+	for i := 0; ; i++ {
+		results, err := push()
+		if err == nil || i >= len(daemonRateLimitWaits) || ctx.Err() != nil ||
+			!(strings.Contains(err.Error(), "toomanyrequests") || strings.Contains(err.Error(), "429 Too Many Requests")) {
+			return results, err
+		}
+		wait := daemonRateLimitWaits[i]
+		s.log.Warnf("push: the registry rate-limited the daemon (%v); pushing again in %s (attempt %d of %d)", err, wait, i+2, len(daemonRateLimitWaits)+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
 }
 
 // scratchDir is where new layers are compressed: /scratch (a Concourse
