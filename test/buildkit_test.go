@@ -205,6 +205,11 @@ func TestBuildKitBuilds(t *testing.T) {
 		if !cachedStep(r.stderr, "RUN echo cached") || cachedStep(r.stderr, `RUN echo "$N"`) {
 			t.Errorf("expected the first RUN cached and the second rebuilt:\n%s", r.stderr)
 		}
+		// BuildKit reads the cache from the registry: no daemon pull of the
+		// whole image.
+		if strings.Contains(r.stderr, "pulling "+reg.Host+"/bk/cache") {
+			t.Errorf("the cache image was pulled through the daemon:\n%s", r.stderr)
+		}
 	})
 }
 

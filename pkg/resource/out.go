@@ -149,7 +149,13 @@ func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, 
 		}
 		if params.Cache {
 			cacheRef := plan.repository + ":" + plan.cacheTag
-			if _, err := engine.Pull(ctx, cli, cacheRef, plan.auth, s.log); err != nil {
+			var err error
+			if plan.buildkit {
+				err = remoteCache(ctx, env, s, plan.src, plan.cacheTag)
+			} else {
+				_, err = engine.Pull(ctx, cli, cacheRef, plan.auth, s.log)
+			}
+			if err != nil {
 				// The old resource's promise: a cache miss never fails a build.
 				s.log.Warnf("cache: could not pull %s, building without it: %v", cacheRef, err)
 			} else {

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,4 +103,20 @@ func folderConfig(f *baseimage.Folder) ([]byte, error) {
 		return nil, err
 	}
 	return img.RawConfig, nil
+}
+
+// remoteCache checks that the `cache: true` image exists. BuildKit then reads
+// its inline cache metadata from the registry and fetches only the layers of
+// the steps it reuses; a daemon pull would download the whole image, base
+// layers included (a loaded base has no registry origin to match them by).
+func remoteCache(ctx context.Context, env Env, s *session, src *protocol.Source, tag string) error {
+	c, err := registryClient(env, src, s.log)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Digest(ctx, src.Repository, tag); err != nil {
+		return errors.New(c.Explain(err))
+	}
+	s.log.Infof("cache: BuildKit will use %s:%s's inline cache metadata", src.Repository, tag)
+	return nil
 }

@@ -38,6 +38,7 @@ type putPlan struct {
 	loadFolder   *baseimage.Folder
 
 	// buildkit and secrets are set by planBuilder (outbuilder.go).
+	src      *protocol.Source
 	buildkit bool
 	secrets  []engine.Secret
 	certsDir string // the daemon's certs.d, once it runs
@@ -59,7 +60,7 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 		}
 		return filepath.Join(srcDir, p)
 	}
-	plan := &putPlan{repository: src.Repository}
+	plan := &putPlan{repository: src.Repository, src: src}
 	if err := planBuilder(s, plan, params, abs); err != nil {
 		return nil, err
 	}
