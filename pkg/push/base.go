@@ -1,7 +1,6 @@
 package push
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path"
 	"regexp"
-	"strings"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/google/go-containerregistry/pkg/compression"
@@ -99,7 +97,7 @@ func readBase(dir string) (*base, error) {
 		return nil, err
 	}
 	defer f.Close()
-	entries, err := tarIndex(f)
+	entries, err := baseimage.IndexTar(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.tarball, err)
 	}
@@ -122,7 +120,7 @@ func readBase(dir string) (*base, error) {
 	if len(m.LayerSources) > 0 {
 		return nil, errors.New("it has foreign (non-distributable) layers")
 	}
-	ce, ok := entries[cleanName(m.Config)]
+	ce, ok := entries[baseimage.CleanName(m.Config)]
 	if !ok {
 		return nil, fmt.Errorf("%s: config %s is not in the tarball", b.tarball, m.Config)
 	}
@@ -145,11 +143,11 @@ func readBase(dir string) (*base, error) {
 		return nil, fmt.Errorf("%s: config names %d layers, manifest.json %d", b.tarball, len(cfg.RootFS.DiffIDs), len(m.Layers))
 	}
 	for i, name := range m.Layers {
-		e, ok := entries[cleanName(name)]
+		e, ok := entries[baseimage.CleanName(name)]
 		if !ok {
 			return nil, fmt.Errorf("%s: layer %s is not in the tarball", b.tarball, name)
 		}
-		l := &baseBlob{base: b, diffID: cfg.RootFS.DiffIDs[i], size: e.size, file: b.tarball, offset: e.offset}
+		l := &baseBlob{base: b, diffID: cfg.RootFS.DiffIDs[i], size: e.Size, file: b.tarball, offset: e.Offset}
 		if sm := blobName.FindStringSubmatch(path.Base(name)); sm != nil {
 			l.digest = v1.Hash{Algorithm: "sha256", Hex: sm[1]}
 		}
@@ -176,7 +174,7 @@ func layoutBase(b *base, img *baseimage.LayoutImage) (*base, error) {
 		if err != nil {
 			return nil, err
 		}
-		l.comp, err = sniff(f, tarEntry{offset: bl.Offset, size: bl.Size})
+		l.comp, err = sniff(f, baseimage.TarEntry{Offset: bl.Offset, Size: bl.Size})
 		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", d.Digest, err)
@@ -186,71 +184,21 @@ func layoutBase(b *base, img *baseimage.LayoutImage) (*base, error) {
 	return b, nil
 }
 
-// tarEntry locates a regular file's bytes inside an uncompressed tarball.
-type tarEntry struct{ offset, size int64 }
-
-// tarIndex lists the regular files of an uncompressed tarball with their
-// offsets, seeking over their contents.
-func tarIndex(f *os.File) (map[string]tarEntry, error) {
-	var magic [2]byte
-	if _, err := f.ReadAt(magic[:], 0); err == nil && magic == [2]byte{0x1f, 0x8b} {
-		return nil, errors.New("the tarball is compressed; its blobs cannot be read in place")
+func readEntry(f io.ReaderAt, e baseimage.TarEntry, limit int64) ([]byte, error) {
+	if e.Size > limit {
+		return nil, fmt.Errorf("%d bytes, more than the %d expected", e.Size, limit)
 	}
-	pr := &posReader{r: f}
-	tr := tar.NewReader(pr)
-	out := map[string]tarEntry{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading tar headers: %w", err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			// tar.Reader reads headers block by block without read-ahead, so
-			// after Next the position is where the file's bytes start.
-			out[cleanName(h.Name)] = tarEntry{offset: pr.pos, size: h.Size}
-		}
-	}
-}
-
-// posReader tracks the offset tar.Reader has reached; it also seeks, so
-// tar.Reader skips file contents instead of reading them.
-type posReader struct {
-	r   io.ReadSeeker
-	pos int64
-}
-
-func (p *posReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.pos += int64(n)
-	return n, err
-}
-
-func (p *posReader) Seek(off int64, whence int) (int64, error) {
-	n, err := p.r.Seek(off, whence)
-	if err == nil {
-		p.pos = n
-	}
-	return n, err
-}
-
-func readEntry(f io.ReaderAt, e tarEntry, limit int64) ([]byte, error) {
-	if e.size > limit {
-		return nil, fmt.Errorf("%d bytes, more than the %d expected", e.size, limit)
-	}
-	b := make([]byte, e.size)
-	if _, err := f.ReadAt(b, e.offset); err != nil {
+	b := make([]byte, e.Size)
+	if _, err := f.ReadAt(b, e.Offset); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
 // sniff tells a blob's compression from its first bytes.
-func sniff(f io.ReaderAt, e tarEntry) (compression.Compression, error) {
+func sniff(f io.ReaderAt, e baseimage.TarEntry) (compression.Compression, error) {
 	var m [4]byte
-	n, err := f.ReadAt(m[:min(4, e.size)], e.offset)
+	n, err := f.ReadAt(m[:min(4, e.Size)], e.Offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return "", err
 	}
@@ -261,10 +209,6 @@ func sniff(f io.ReaderAt, e tarEntry) (compression.Compression, error) {
 		return compression.ZStd, nil
 	}
 	return compression.None, nil
-}
-
-func cleanName(n string) string {
-	return strings.TrimPrefix(path.Clean("/"+n), "/")
 }
 
 // open reads the blob's bytes from the tarball.

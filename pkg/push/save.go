@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 )
@@ -120,7 +121,7 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 				c.start(e) // large and no base's: almost surely a new layer
 			}
 		}
-		entries[cleanName(h.Name)] = e
+		entries[baseimage.CleanName(h.Name)] = e
 	}
 	s := &saved{fresh: map[v1.Hash]*freshLayer{}, streamed: counted.n}
 
@@ -128,7 +129,7 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 	if err != nil {
 		return nil, err
 	}
-	ce := entries[cleanName(m.Config)]
+	ce := entries[baseimage.CleanName(m.Config)]
 	if ce == nil {
 		return nil, fmt.Errorf("docker save stream: config %s is missing", m.Config)
 	}
@@ -145,7 +146,7 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 	}
 	var need []*saveEntry
 	for i, name := range m.Layers {
-		e := entries[cleanName(name)]
+		e := entries[baseimage.CleanName(name)]
 		if e == nil {
 			return nil, formatError("layer " + name + " named in manifest.json is not in the stream")
 		}
@@ -186,7 +187,7 @@ func pickManifest(entries map[string]*saveEntry, imageID string) (*saveManifest,
 		return nil, formatError("parsing manifest.json: " + err.Error())
 	}
 	for i := range ms {
-		if ce := entries[cleanName(ms[i].Config)]; ce != nil && ce.hash.String() == imageID {
+		if ce := entries[baseimage.CleanName(ms[i].Config)]; ce != nil && ce.hash.String() == imageID {
 			return &ms[i], nil
 		}
 	}
