@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/concourse-docker/docker-image-resource/pkg/resource.Version=$(VERSION)
 
-.PHONY: all build deps test unit e2e demo bench-get bench-push clean
+.PHONY: all build deps test unit e2e demo bench-get bench-push bench-builders clean
 .PHONY: bench
 
 all: build
@@ -65,6 +65,11 @@ bench: deps
 # The put's direct push against the Engine API push (prints a table).
 bench-push: deps
 	BENCH_OUT=$(CURDIR)/docs/benchmark-push.md $(GO) test -run '^$$' -bench BenchmarkPush -benchtime 1x -timeout 30m ./test/bench/
+
+# Classic builder against BuildKit on a load_base put, without and with a
+# cache hit (issue 7's evidence for the default builder).
+bench-builders: deps
+	BENCH_OUT=$(CURDIR)/docs/benchmark-builders.md $(GO) test -run '^$$' -bench BenchmarkBuilders -benchtime 1x -timeout 30m ./test/bench/
 
 demo: deps
 	@DEMO=1 $(GO) test -count=1 -v -run '^TestDemo$$' ./test/demo/
