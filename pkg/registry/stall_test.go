@@ -145,3 +145,40 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestDefaultBound: with the default policy a registry that answers 429
+// (Retry-After: 50) or 503 for ever is given up on without waiting more
+// than the two-minute budget in all.
+func TestDefaultBound(t *testing.T) {
+	for _, ra := range []string{"50", ""} {
+		var tries int
+		next := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			tries++
+			h := http.Header{}
+			status := http.StatusServiceUnavailable
+			if ra != "" {
+				h.Set("Retry-After", ra)
+				status = http.StatusTooManyRequests
+			}
+			return &http.Response{StatusCode: status, Header: h, Body: io.NopCloser(strings.NewReader("")), Request: r}, nil
+		})
+		rt := newRetryTransport(next, DefaultRetry, nil)
+		var waited time.Duration
+		rt.sleep = func(_ *http.Request, d time.Duration) error { waited += d; return nil }
+		rt.log = (&Options{}).log()
+		req, _ := http.NewRequest(http.MethodGet, "http://registry.test/v2/", nil)
+		_, err := rt.RoundTrip(req)
+		var re *RetryError
+		if !errors.As(err, &re) {
+			t.Fatalf("Retry-After %q: err %v", ra, err)
+		}
+		t.Logf("Retry-After %q: gave up after %d tries, %s of waiting: %v", ra, tries, waited, err)
+		if waited > DefaultRetry.Budget || tries > DefaultRetry.Attempts {
+			t.Errorf("Retry-After %q: %d tries, %s waited; the bound is %d tries and %s", ra, tries, waited, DefaultRetry.Attempts, DefaultRetry.Budget)
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
