@@ -301,8 +301,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if resp != nil {
 			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
 				wait = ra
-				if ra > t.policy.Budget-waited {
-					reason = fmt.Sprintf("it asked to retry after %s, longer than the %s retry budget", ra, t.policy.Budget)
+				if used := max(waited, time.Since(start)); ra > t.policy.Budget-used {
+					reason = fmt.Sprintf("it asked to retry after %s, beyond the %s retry budget (%s used)", ra, t.policy.Budget, used.Round(100*time.Millisecond))
 				}
 			}
 			drain(resp)
