@@ -237,7 +237,7 @@ func Detect(dir string, platform v1.Platform) (*Folder, error) {
 		if filepath.Base(f.Path) != ImageFile {
 			src = DigestFile
 		}
-		return nil, fmt.Errorf("%s holds image %s, but %s says %s", f.Path, id, src, f.ImageID)
+		return nil, fmt.Errorf("%s holds image %s, but %s says %s: the folder was changed or mixed after it was written; fetch it again (a get with save: true, or the tool that made it)", f.Path, id, src, f.ImageID)
 	}
 	return f, nil
 }

@@ -311,7 +311,7 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, log *logru
 		if f.Kind != baseimage.DockerSave || filepath.Base(f.Path) != BaseImageFile {
 			src = filepath.Join(f.Dir, baseimage.DigestFile)
 		}
-		return Base{}, fmt.Errorf("load base %s: %s loaded as image %s, but %s says %s", what, f.Path, b.ID, src, f.ImageID)
+		return Base{}, fmt.Errorf("load base %s: %s loaded as image %s, but %s says %s: the folder was changed or mixed after it was written; fetch it again", what, f.Path, b.ID, src, f.ImageID)
 	}
 	if b.Repository == "" {
 		// The caller warns when a name was needed (not for params.load).
