@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 	"github.com/docker/docker/client"
 	"github.com/sirupsen/logrus"
 )
@@ -100,8 +101,8 @@ type Daemon struct {
 	host         string
 	cgroupParent string
 	ns           *namespace
-	containerd   *process
-	dockerd      *process
+	containerd   *childproc.Proc
+	dockerd      *childproc.Proc
 	cli          *client.Client
 	driver       string
 	version      string
@@ -247,7 +248,7 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 		return d, fmt.Errorf("making a docker client for %s: %w", d.host, err)
 	}
 	err = d.startDockerd(ctx, binary, args, deadline)
-	if se := (*StartError)(nil); errors.As(err, &se) && d.dockerd.exited() && rejectsKeyPath(tailFile(d.logPath, logTailLines)) {
+	if se := (*StartError)(nil); errors.As(err, &se) && d.dockerd.Exited() && rejectsKeyPath(childproc.TailFile(d.logPath, logTailLines)) {
 		log.Debugf("this dockerd does not know deprecated-key-path; starting it again without")
 		if err := writeDaemonConfig(cfgPath, "", false); err != nil {
 			return d, err
@@ -257,7 +258,7 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 	if err != nil {
 		return d, err
 	}
-	d.elapsed = time.Since(d.dockerd.started)
+	d.elapsed = time.Since(d.dockerd.Started)
 
 	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -289,7 +290,7 @@ func writeDaemonConfig(path, keyPath string, withKeyPath bool) error {
 // startDockerd starts dockerd in the namespace and waits for its API.
 func (d *Daemon) startDockerd(ctx context.Context, binary string, args []string, deadline time.Time) error {
 	if err := d.ns.do(func() (err error) {
-		d.dockerd, err = startProcess(binary, args, d.logPath)
+		d.dockerd, err = childproc.Start(binary, args, d.logPath, childproc.Options{})
 		return err
 	}); err != nil {
 		return err
@@ -309,7 +310,7 @@ func (d *Daemon) startContainerd(ctx context.Context, binary string, deadline ti
 		return fmt.Errorf("writing containerd config: %w", err)
 	}
 	if err := d.ns.do(func() (err error) {
-		d.containerd, err = startProcess(binary, []string{"--config", conf}, d.ctrdLogPath)
+		d.containerd, err = childproc.Start(binary, []string{"--config", conf}, d.ctrdLogPath, childproc.Options{})
 		return err
 	}); err != nil {
 		return err
@@ -333,7 +334,7 @@ func (d *Daemon) waitReady(ctx context.Context, deadline time.Time) error {
 
 // poll runs check every pollInterval until it succeeds, p exits, ctx is
 // done or the deadline passes.
-func (d *Daemon) poll(ctx context.Context, deadline time.Time, p *process, name, logPath string, check func(context.Context) error) error {
+func (d *Daemon) poll(ctx context.Context, deadline time.Time, p *childproc.Proc, name, logPath string, check func(context.Context) error) error {
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	timer := time.NewTimer(time.Until(deadline))
@@ -346,10 +347,10 @@ func (d *Daemon) poll(ctx context.Context, deadline time.Time, p *process, name,
 			return nil
 		}
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return &StartError{
-				Reason:  fmt.Sprintf("%s exited during start-up (%s)", name, p.exitText()),
-				LogName: name, LogTail: tailFile(logPath, logTailLines),
+				Reason:  fmt.Sprintf("%s exited during start-up (%s)", name, p.ExitText()),
+				LogName: name, LogTail: childproc.TailFile(logPath, logTailLines),
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("starting dockerd: %w", ctx.Err())
@@ -357,7 +358,7 @@ func (d *Daemon) poll(ctx context.Context, deadline time.Time, p *process, name,
 			return &StartError{
 				Reason: fmt.Sprintf("Docker failed to start within %s seconds. Consider increasing 'startup_timeout' in source configuration.",
 					strconv.FormatFloat(d.opts.StartupTimeout.Seconds(), 'f', -1, 64)),
-				LogName: name, LogTail: tailFile(logPath, logTailLines),
+				LogName: name, LogTail: childproc.TailFile(logPath, logTailLines),
 			}
 		case <-tick.C:
 		}
@@ -394,7 +395,7 @@ func (d *Daemon) LogTail(n int) string {
 	stopped, kept := d.stopped, d.lastLog
 	d.mu.Unlock()
 	if !stopped {
-		return tailFile(d.logPath, n)
+		return childproc.TailFile(d.logPath, n)
 	}
 	lines := strings.Split(kept, "\n")
 	if len(lines) > n {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/sirupsen/logrus"
@@ -274,16 +275,16 @@ func TestStartPingStop(t *testing.T) {
 	// dockerd and containerd run in the private namespace, and see their
 	// own /run while the host's has no trace of them.
 	host, _ := os.Readlink("/proc/self/ns/mnt")
-	for _, p := range []*process{d.dockerd, d.containerd} {
-		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.pid()))
+	for _, p := range []*childproc.Proc{d.dockerd, d.containerd} {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.Pid()))
 		if l != d.ns.id || l == host {
-			t.Errorf("%s in mount namespace %s, want %s (host %s)", p.name, l, d.ns.id, host)
+			t.Errorf("%s in mount namespace %s, want %s (host %s)", p.Name, l, d.ns.id, host)
 		}
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/run/docker", d.dockerd.pid())); err != nil {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/run/docker", d.dockerd.Pid())); err != nil {
 		t.Errorf("dockerd has no /run/docker in its namespace: %v", err)
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/etc/docker/certs.d", d.dockerd.pid())); err != nil {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/etc/docker/certs.d", d.dockerd.Pid())); err != nil {
 		t.Errorf("dockerd has no certs.d: %v", err)
 	}
 	during := hostSnapshot(t)
@@ -395,7 +396,7 @@ func TestFlagsAndProxyReachDockerd(t *testing.T) {
 		t.Errorf("proxies: http %q https %q no %q", info.HTTPProxy, info.HTTPSProxy, info.NoProxy)
 	}
 
-	args := cmdline(t, d.dockerd.pid())
+	args := cmdline(t, d.dockerd.Pid())
 	_, wantMTU, mtuErr := defaultRouteMTU("/proc/net/route", "/sys/class/net")
 	gotMTU, ok := flagValue(args, "--mtu")
 	switch {
@@ -440,7 +441,7 @@ func TestCertsVisibleToDockerdOnly(t *testing.T) {
 	}
 	defer d.Stop(context.Background())
 
-	root := fmt.Sprintf("/proc/%d/root", d.dockerd.pid())
+	root := fmt.Sprintf("/proc/%d/root", d.dockerd.Pid())
 	want := map[string][]byte{"ca.crt": ca.CertPEM, "client.cert": certPEM, "client.key": keyPEM}
 	for name, content := range want {
 		p := filepath.Join(root, "etc/docker/certs.d", domain, name)

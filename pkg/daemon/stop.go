@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 )
 
 // keptLogLines is how much of dockerd's log LogTail still has after Stop.
@@ -26,10 +28,10 @@ func (d *Daemon) stop(ctx context.Context) error {
 		})
 	}
 	grace := d.opts.StopTimeout
-	if d.dockerd != nil && d.dockerd.stop(ctx, grace) {
+	if d.dockerd != nil && d.dockerd.Stop(ctx, grace) {
 		d.log.Warnf("dockerd did not stop within %s of SIGTERM (or the stop was cut short) and was killed", grace)
 	}
-	if d.containerd != nil && d.containerd.stop(ctx, grace) {
+	if d.containerd != nil && d.containerd.Stop(ctx, grace) {
 		d.log.Warnf("containerd did not stop within %s of SIGTERM (or the stop was cut short) and was killed", grace)
 	}
 	// A killed dockerd leaves shims, and a killed containerd its shims'
@@ -69,7 +71,7 @@ func (d *Daemon) stop(ctx context.Context) error {
 
 	kept := ""
 	if d.logPath != "" {
-		kept = tailFile(d.logPath, keptLogLines)
+		kept = childproc.TailFile(d.logPath, keptLogLines)
 	}
 	d.mu.Lock()
 	d.stopped, d.lastLog = true, kept

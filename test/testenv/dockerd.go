@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -56,9 +57,9 @@ type Dockerd struct {
 
 	dataRootOwned bool
 	nsenter       string
-	holder        *proc // keeps the private mount namespace alive
-	dockerd       *proc
-	containerd    *proc
+	holder        *childproc.Proc // keeps the private mount namespace alive
+	dockerd       *childproc.Proc
+	containerd    *childproc.Proc
 	logPath       string
 	ctrdLogPath   string
 	cli           *client.Client
@@ -154,7 +155,7 @@ func StartDockerdWith(t testing.TB, o DockerdOptions) *Dockerd {
 		args = append(args, "--containerd", d.ContainerdAddress)
 	}
 	// SIGTERM if the test binary dies: dockerd then shuts down cleanly.
-	d.dockerd, err = startProc(d.nsenter, d.inNamespace(dockerdPath, args...), d.logPath, syscall.SIGTERM, 0)
+	d.dockerd, err = childproc.Start(d.nsenter, d.inNamespace(dockerdPath, args...), d.logPath, childproc.Options{DeathSignal: syscall.SIGTERM, Start: spawn})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -163,7 +164,7 @@ func StartDockerdWith(t testing.TB, o DockerdOptions) *Dockerd {
 		t.Fatalf("testenv: docker client for %s: %v", d.Host, err)
 	}
 	if err := d.waitPing(60 * time.Second); err != nil {
-		t.Fatalf("testenv: dockerd did not answer: %v\ndockerd log tail:\n%s", err, tailFile(d.logPath, 60))
+		t.Fatalf("testenv: dockerd did not answer: %v\ndockerd log tail:\n%s", err, childproc.TailFile(d.logPath, 60))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -209,7 +210,7 @@ func (d *Dockerd) startNamespace(t testing.TB) {
 		t.Fatalf("testenv: %v", err)
 	}
 	logPath := filepath.Join(d.Dir, "namespace.log")
-	d.holder, err = startProc("/bin/sh", []string{"-c", nsScript, "sh", d.Dir}, logPath, syscall.SIGKILL, syscall.CLONE_NEWNS)
+	d.holder, err = childproc.Start("/bin/sh", []string{"-c", nsScript, "sh", d.Dir}, logPath, childproc.Options{DeathSignal: syscall.SIGKILL, Unshare: syscall.CLONE_NEWNS, Start: spawn})
 	if err != nil {
 		t.Fatalf("testenv: starting mount namespace holder: %v", err)
 	}
@@ -219,8 +220,8 @@ func (d *Dockerd) startNamespace(t testing.TB) {
 		if bytes.Contains(b, []byte("testenv-namespace-ready")) {
 			return
 		}
-		if d.holder.exited() || time.Now().After(deadline) {
-			t.Fatalf("testenv: private mount namespace not set up (%v):\n%s", d.holder.waitErr, b)
+		if d.holder.Exited() || time.Now().After(deadline) {
+			t.Fatalf("testenv: private mount namespace not set up (%v):\n%s", d.holder.Err(), b)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -229,12 +230,12 @@ func (d *Dockerd) startNamespace(t testing.TB) {
 // inNamespace wraps a command to run in the holder's mount namespace.
 // nsenter execs it in place, so the pid and Pdeathsig stay the command's.
 func (d *Dockerd) inNamespace(cmd string, args ...string) []string {
-	return append([]string{fmt.Sprintf("--mount=/proc/%d/ns/mnt", d.holder.pid()), "--", cmd}, args...)
+	return append([]string{fmt.Sprintf("--mount=/proc/%d/ns/mnt", d.holder.Pid()), "--", cmd}, args...)
 }
 
 // MountNamespace is the holder's mount namespace link, e.g. "mnt:[4026532]".
 func (d *Dockerd) MountNamespace() string {
-	l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", d.holder.pid()))
+	l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", d.holder.Pid()))
 	return l
 }
 
@@ -275,21 +276,21 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	confPath := filepath.Join(d.Dir, "containerd.toml")
 	writeFile(t, confPath, []byte(conf))
 	d.ctrdLogPath = filepath.Join(d.Dir, "containerd.log")
-	d.containerd, err = startProc(d.nsenter, d.inNamespace(ctrd, "--config", confPath), d.ctrdLogPath, syscall.SIGTERM, 0)
+	d.containerd, err = childproc.Start(d.nsenter, d.inNamespace(ctrd, "--config", confPath), d.ctrdLogPath, childproc.Options{DeathSignal: syscall.SIGTERM, Start: spawn})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if d.containerd.exited() {
-			t.Fatalf("testenv: containerd exited: %v\nlog tail:\n%s", d.containerd.waitErr, tailFile(d.ctrdLogPath, 40))
+		if d.containerd.Exited() {
+			t.Fatalf("testenv: containerd exited: %v\nlog tail:\n%s", d.containerd.Err(), childproc.TailFile(d.ctrdLogPath, 40))
 		}
 		if c, err := net.DialTimeout("unix", d.ContainerdAddress, time.Second); err == nil {
 			c.Close()
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("testenv: containerd socket %s not up after 30s\nlog tail:\n%s", d.ContainerdAddress, tailFile(d.ctrdLogPath, 40))
+			t.Fatalf("testenv: containerd socket %s not up after 30s\nlog tail:\n%s", d.ContainerdAddress, childproc.TailFile(d.ctrdLogPath, 40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -299,8 +300,8 @@ func (d *Dockerd) waitPing(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var lastErr error
 	for time.Now().Before(deadline) {
-		if d.dockerd.exited() {
-			return fmt.Errorf("dockerd exited: %v", d.dockerd.waitErr)
+		if d.dockerd.Exited() {
+			return fmt.Errorf("dockerd exited: %v", d.dockerd.Err())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := d.cli.Ping(ctx)
@@ -318,17 +319,17 @@ func (d *Dockerd) waitPing(timeout time.Duration) error {
 func (d *Dockerd) Client() *client.Client { return d.cli }
 
 // Pid is dockerd's process id.
-func (d *Dockerd) Pid() int { return d.dockerd.pid() }
+func (d *Dockerd) Pid() int { return d.dockerd.Pid() }
 
 // LogTail returns the last n lines of dockerd's log.
-func (d *Dockerd) LogTail(n int) string { return tailFile(d.logPath, n) }
+func (d *Dockerd) LogTail(n int) string { return childproc.TailFile(d.logPath, n) }
 
 func (d *Dockerd) logTails(t testing.TB) {
 	if d.logPath != "" {
-		t.Logf("testenv: dockerd log tail:\n%s", tailFile(d.logPath, 60))
+		t.Logf("testenv: dockerd log tail:\n%s", childproc.TailFile(d.logPath, 60))
 	}
 	if d.ctrdLogPath != "" {
-		t.Logf("testenv: containerd log tail:\n%s", tailFile(d.ctrdLogPath, 30))
+		t.Logf("testenv: containerd log tail:\n%s", childproc.TailFile(d.ctrdLogPath, 30))
 	}
 }
 
@@ -348,15 +349,15 @@ func (d *Dockerd) stop() error {
 	// Containers are garbage by now; killing them first spares dockerd's
 	// shutdown the container stop timeouts (10s for a shell as PID 1).
 	killCgroupProcs(d.CgroupParent)
-	if d.dockerd != nil && d.dockerd.stop(15*time.Second) {
+	if d.dockerd != nil && d.dockerd.Stop(context.Background(), 15*time.Second) {
 		errs = append(errs, errors.New("dockerd ignored SIGTERM for 15s and was killed"))
 	}
-	if d.containerd != nil && d.containerd.stop(15*time.Second) {
+	if d.containerd != nil && d.containerd.Stop(context.Background(), 15*time.Second) {
 		errs = append(errs, errors.New("containerd ignored SIGTERM for 15s and was killed"))
 	}
 	if d.holder != nil {
-		_ = d.holder.cmd.Process.Kill()
-		d.holder.stop(5 * time.Second)
+		_ = syscall.Kill(d.holder.Pid(), syscall.SIGKILL)
+		d.holder.Stop(context.Background(), 5*time.Second)
 	}
 	if d.Dir != "" {
 		// A killed dockerd leaves its managed containerd and shims behind.

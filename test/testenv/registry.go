@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -59,7 +60,7 @@ type Registry struct {
 	Dir string
 
 	opts      RegistryOptions
-	proc      *proc
+	proc      *childproc.Proc
 	logPath   string
 	transport *http.Transport
 	stopOnce  sync.Once
@@ -127,7 +128,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		r.Stop()
 		tr.CloseIdleConnections()
 		if t.Failed() {
-			t.Logf("testenv: registry %s log tail:\n%s", r.Host, tailFile(r.logPath, 60))
+			t.Logf("testenv: registry %s log tail:\n%s", r.Host, childproc.TailFile(r.logPath, 60))
 		}
 	})
 
@@ -148,7 +149,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		if opts.NetHost != nil {
 			bin, args = "ip", append([]string{"netns", "exec", opts.NetHost.Name, RegistryBinary}, args...)
 		}
-		r.proc, err = startProc(bin, args, r.logPath, syscall.SIGKILL, 0)
+		r.proc, err = childproc.Start(bin, args, r.logPath, childproc.Options{DeathSignal: syscall.SIGKILL, Start: spawn})
 		if err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
@@ -156,13 +157,13 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		if lastErr == nil {
 			return r
 		}
-		r.proc.stop(5 * time.Second)
-		if !strings.Contains(tailFile(r.logPath, 20), "address already in use") {
+		r.proc.Stop(context.Background(), 5*time.Second)
+		if !strings.Contains(childproc.TailFile(r.logPath, 20), "address already in use") {
 			break
 		}
 		r.proc = nil
 	}
-	t.Fatalf("testenv: registry on %s did not come up: %v\nlog tail:\n%s", r.Host, lastErr, tailFile(r.logPath, 60))
+	t.Fatalf("testenv: registry on %s did not come up: %v\nlog tail:\n%s", r.Host, lastErr, childproc.TailFile(r.logPath, 60))
 	return nil
 }
 
@@ -207,8 +208,8 @@ func (r *Registry) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var lastErr error
 	for time.Now().Before(deadline) {
-		if r.proc.exited() {
-			return fmt.Errorf("registry exited: %v", r.proc.waitErr)
+		if r.proc.Exited() {
+			return fmt.Errorf("registry exited: %v", r.proc.Err())
 		}
 		resp, err := client.Get(r.URL("/v2/"))
 		if err == nil {
@@ -320,13 +321,13 @@ func (r *Registry) Delete(t testing.TB, repoAtDigest string) {
 }
 
 // LogTail returns the last n lines of the registry's log.
-func (r *Registry) LogTail(n int) string { return tailFile(r.logPath, n) }
+func (r *Registry) LogTail(n int) string { return childproc.TailFile(r.logPath, n) }
 
 // Stop stops the registry; safe to call more than once.
 func (r *Registry) Stop() {
 	r.stopOnce.Do(func() {
 		if r.proc != nil {
-			r.proc.stop(5 * time.Second)
+			r.proc.Stop(context.Background(), 5*time.Second)
 		}
 	})
 }

@@ -12,11 +12,8 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
 )
@@ -55,84 +52,6 @@ func ShortTempDir(t testing.TB, prefix string) string {
 		}
 	})
 	return dir
-}
-
-// proc is a child process whose output goes to a log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	waitErr error
-	once    sync.Once
-}
-
-// startProc starts name with args. deathSig is sent to the child if the test
-// binary dies without running its cleanups (timeout panic, crash). unshare
-// holds CLONE_NEW* flags (with CLONE_NEWNS Go also makes / private).
-func startProc(name string, args []string, logPath string, deathSig syscall.Signal, unshare uintptr) (*proc, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("opening log for %s: %w", name, err)
-	}
-	defer logf.Close() // the child keeps its own descriptor
-	cmd := exec.Command(name, args...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig, Unshareflags: unshare}
-	if err := spawn(cmd); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM, waits up to grace, then SIGKILLs. It reports whether
-// SIGKILL was needed.
-func (p *proc) stop(grace time.Duration) (killed bool) {
-	p.once.Do(func() {
-		if p.exited() {
-			return
-		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-			return
-		case <-time.After(grace):
-		}
-		killed = true
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	})
-	return killed
-}
-
-// tailFile returns the last n lines of a file, for failure messages.
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // mountsUnder lists the mount points at or below dir, deepest first.

@@ -1,0 +1,63 @@
+package childproc
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestStartLogsAndStops(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "child.log")
+	// The child ignores SIGTERM, so Stop must escalate to SIGKILL.
+	p, err := Start("/bin/sh", []string{"-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"}, log, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for TailFile(log, 1) != "ready" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if TailFile(log, 1) != "ready" {
+		t.Fatalf("log %q", TailFile(log, 5))
+	}
+	if pgid, _ := syscall.Getpgid(p.Pid()); pgid != p.Pid() {
+		t.Errorf("child in process group %d, want its own", pgid)
+	}
+	if !p.Stop(context.Background(), 200*time.Millisecond) {
+		t.Error("Stop did not report the SIGKILL it needed")
+	}
+	if !p.Exited() || !strings.Contains(p.ExitText(), "killed") {
+		t.Errorf("exited %v, %q", p.Exited(), p.ExitText())
+	}
+	if p.Stop(context.Background(), time.Second) {
+		t.Error("a second Stop killed again")
+	}
+}
+
+func TestExitTextAndMissingLog(t *testing.T) {
+	dir := t.TempDir()
+	p, err := Start("/bin/sh", []string{"-c", "exit 3"}, filepath.Join(dir, "l"), Options{DeathSignal: syscall.SIGKILL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !p.Exited() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p.ExitText() != "exit status 3" || p.Err() == nil {
+		t.Errorf("ExitText %q", p.ExitText())
+	}
+	if _, err := Start(filepath.Join(dir, "missing"), nil, filepath.Join(dir, "l2"), Options{}); err == nil || !strings.Contains(err.Error(), "starting") {
+		t.Errorf("err %v", err)
+	}
+	if TailFile(filepath.Join(dir, "nope"), 3) != "" {
+		t.Error("a missing log should tail to nothing")
+	}
+	os.WriteFile(filepath.Join(dir, "three"), []byte("a\nb\nc\n"), 0o600)
+	if got := TailFile(filepath.Join(dir, "three"), 2); got != "b\nc" {
+		t.Errorf("tail %q", got)
+	}
+}
