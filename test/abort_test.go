@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -89,20 +88,7 @@ func abortBinary(t *testing.T, bin, name string, req map[string]any, ready func(
 	if a.code != 1 || a.stdout != "" {
 		t.Errorf("exit code %d, stdout %q; want 1 and nothing", a.code, a.stdout)
 	}
-	// Killed processes take a moment to be reaped.
-	var left []string
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		left = left[:0]
-		for _, l := range testenv.Leftovers() {
-			if !slices.Contains(before, l) {
-				left = append(left, l)
-			}
-		}
-		if len(left) == 0 || time.Now().After(end) {
-			break
-		}
-	}
-	for _, l := range left {
+	for _, l := range testenv.LeftoversSince(before, 10*time.Second) {
 		t.Errorf("left behind after the abort: %s", l)
 	}
 	if ents, _ := os.ReadDir(tmp); len(ents) > 0 {

@@ -28,40 +28,6 @@ import (
 // does not grow with the image (make bench measures 15 MiB for 1 GiB).
 const getMemoryBound = 64 << 20
 
-// peakRSS polls the kernel's high-water mark of pid's resident memory
-// (VmHWM) until the process exits, as test/bench does: rusage's maxrss
-// would count the memory the child shared with this big test process
-// before exec.
-func peakRSS(pid int) <-chan int64 {
-	out := make(chan int64, 1)
-	go func() {
-		var peak int64
-		for {
-			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-			if err != nil {
-				break
-			}
-			exited := false
-			for _, l := range strings.Split(string(st), "\n") {
-				if strings.HasPrefix(l, "State:") && strings.Contains(l, "zombie") {
-					exited = true
-				}
-				if kb, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-					var n int64
-					fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
-					peak = max(peak, n<<10)
-				}
-			}
-			if exited {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		out <- peak
-	}()
-	return out
-}
-
 // treeSum hashes a folder's tree: names, types, modes, link targets and
 // file contents.
 func treeSum(t *testing.T, root string) string {
@@ -157,7 +123,7 @@ func TestLoadConcurrentGets(t *testing.T) {
 			if r.err = cmd.Start(); r.err != nil {
 				return
 			}
-			peak := peakRSS(cmd.Process.Pid)
+			peak := testenv.PeakRSS(cmd.Process.Pid)
 			r.err = cmd.Wait()
 			r.took, r.rss, r.stderr = time.Since(t0), <-peak, stderr.String()
 		}(&runs[i])
@@ -295,19 +261,7 @@ func TestLoadConcurrentPuts(t *testing.T) {
 		t.Errorf("the daemons shared a data root: %v", roots)
 	}
 
-	var left []string
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		left = left[:0]
-		for _, l := range testenv.Leftovers() {
-			if !slices.Contains(before, l) {
-				left = append(left, l)
-			}
-		}
-		if len(left) == 0 || time.Now().After(end) {
-			break
-		}
-	}
-	for _, l := range left {
+	for _, l := range testenv.LeftoversSince(before, 10*time.Second) {
 		t.Errorf("left behind after the puts: %s", l)
 	}
 }

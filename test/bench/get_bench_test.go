@@ -98,46 +98,12 @@ func runGet(b *testing.B, bin, dest string, reg *testenv.Registry, repo, tag, di
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	peak := watchPeakRSS(cmd.Process.Pid)
+	peak := testenv.PeakRSS(cmd.Process.Pid)
 	if err := cmd.Wait(); err != nil {
 		b.Fatalf("in: %v\n%s", err, stderr.String())
 	}
 	elapsed := time.Since(start)
 	return elapsed, <-peak
-}
-
-// watchPeakRSS polls the kernel's high-water mark of the process's resident
-// memory until it exits. rusage's maxrss would be wrong here: a child forked
-// from this (large) test process starts out sharing its memory, and that
-// counts towards the child's maxrss before exec.
-func watchPeakRSS(pid int) <-chan int64 {
-	out := make(chan int64, 1)
-	go func() {
-		var peak int64
-		for {
-			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-			if err != nil {
-				break
-			}
-			var exited bool
-			for _, l := range strings.Split(string(st), "\n") {
-				if strings.HasPrefix(l, "State:") && strings.Contains(l, "zombie") {
-					exited = true
-				}
-				if kb, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-					var n int64
-					fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
-					peak = max(peak, n<<10)
-				}
-			}
-			if exited {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		out <- peak
-	}()
-	return out
 }
 
 // oldWay does what the old resource's get did, through the Engine API:

@@ -105,3 +105,21 @@ func ParentOf(procDir string) int {
 	}
 	return ppid
 }
+
+// LeftoversSince waits up to wait for Leftovers to hold nothing beyond
+// before (killed processes take a moment to be reaped) and returns what
+// is still there.
+func LeftoversSince(before []string, wait time.Duration) []string {
+	var left []string
+	for end := time.Now().Add(wait); ; time.Sleep(100 * time.Millisecond) {
+		left = left[:0]
+		for _, l := range Leftovers() {
+			if !slices.Contains(before, l) {
+				left = append(left, l)
+			}
+		}
+		if len(left) == 0 || time.Now().After(end) {
+			return left
+		}
+	}
+}
