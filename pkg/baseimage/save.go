@@ -20,6 +20,11 @@ import (
 type Image struct {
 	RawConfig []byte
 	Layers    []Blob
+	// LayerNames are a docker-save tarball's layer entry names, in Layers'
+	// order (tarball.Write names them by digest); nil for layouts.
+	LayerNames []string
+	// Foreign: manifest.json lists LayerSources (non-distributable layers).
+	Foreign bool
 }
 
 // Image is the layout image's config and layer blobs.
@@ -49,9 +54,10 @@ func (img Image) HasZstd() bool {
 
 // saveEntry is one entry of a docker-save manifest.json.
 type saveEntry struct {
-	Config   string
-	RepoTags []string
-	Layers   []string
+	Config       string
+	RepoTags     []string
+	Layers       []string
+	LayerSources map[string]json.RawMessage `json:",omitempty"`
 }
 
 // ReadSave reads the single image of an uncompressed docker-save tarball
@@ -96,7 +102,9 @@ func ReadSave(p string) (Image, error) {
 			return Image{}, fmt.Errorf("layer: %w", err)
 		}
 		img.Layers = append(img.Layers, bl)
+		img.LayerNames = append(img.LayerNames, l)
 	}
+	img.Foreign = len(ms[0].LayerSources) > 0
 	return img, nil
 }
 

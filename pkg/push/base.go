@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,15 +16,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-)
-
-// Files of a folder written by a get with save: true.
-const (
-	imageFile      = baseimage.ImageFile
-	imageIDFile    = baseimage.ImageIDFile
-	repositoryFile = baseimage.RepositoryFile
-	tagFile        = baseimage.TagFile
-	digestFile     = baseimage.DigestFile
 )
 
 // base is a base folder (pkg/baseimage: a get with save: true,
@@ -71,10 +61,9 @@ type baseBlob struct {
 
 // saveManifest is one entry of a docker-save manifest.json.
 type saveManifest struct {
-	Config       string
-	RepoTags     []string
-	Layers       []string
-	LayerSources map[string]json.RawMessage `json:",omitempty"`
+	Config   string
+	RepoTags []string
+	Layers   []string
 }
 
 // blobName is how tarball.Write names a layer: its digest's hex and an
@@ -92,66 +81,36 @@ func readBase(dir string) (*base, error) {
 	if bf.Image != nil {
 		return layoutBase(b, bf.Image)
 	}
+	// Detect read the tarball in place (manifest.json, config, layer
+	// offsets) and checked the ID the folder names; nil when compressed.
+	img := bf.Save
+	if img == nil {
+		return nil, fmt.Errorf("%s: the tarball is compressed; its blobs cannot be read in place", b.tarball)
+	}
+	if img.Foreign {
+		return nil, errors.New("it has foreign (non-distributable) layers")
+	}
+	b.config = img.RawConfig
+	b.id = sha256Hash(b.config)
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(b.config))
+	if err != nil {
+		return nil, fmt.Errorf("%s: parsing config: %w", b.tarball, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(img.Layers) {
+		return nil, fmt.Errorf("%s: config names %d layers, manifest.json %d", b.tarball, len(cfg.RootFS.DiffIDs), len(img.Layers))
+	}
 	f, err := os.Open(b.tarball)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	entries, err := baseimage.IndexTar(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", b.tarball, err)
-	}
-	mf, ok := entries["manifest.json"]
-	if !ok {
-		return nil, fmt.Errorf("%s has no manifest.json: not a docker-save tarball", b.tarball)
-	}
-	raw, err := readEntry(f, mf, 1<<20)
-	if err != nil {
-		return nil, fmt.Errorf("%s: manifest.json: %w", b.tarball, err)
-	}
-	var ms []saveManifest
-	if err := json.Unmarshal(raw, &ms); err != nil {
-		return nil, fmt.Errorf("%s: parsing manifest.json: %w", b.tarball, err)
-	}
-	if len(ms) != 1 {
-		return nil, fmt.Errorf("%s holds %d images, want 1", b.tarball, len(ms))
-	}
-	m := ms[0]
-	if len(m.LayerSources) > 0 {
-		return nil, errors.New("it has foreign (non-distributable) layers")
-	}
-	ce, ok := entries[baseimage.CleanName(m.Config)]
-	if !ok {
-		return nil, fmt.Errorf("%s: config %s is not in the tarball", b.tarball, m.Config)
-	}
-	if b.config, err = readEntry(f, ce, 64<<20); err != nil {
-		return nil, fmt.Errorf("%s: config: %w", b.tarball, err)
-	}
-	b.id = sha256Hash(b.config)
-	if want := bf.ImageID; want != "" && want != b.id.String() {
-		src := imageIDFile
-		if path.Base(b.tarball) != imageFile {
-			src = digestFile // oci-build-task: the config digest
-		}
-		return nil, fmt.Errorf("%s holds image %s, but %s says %s", b.tarball, b.id, src, want)
-	}
-	cfg, err := v1.ParseConfigFile(bytes.NewReader(b.config))
-	if err != nil {
-		return nil, fmt.Errorf("%s: parsing config: %w", b.tarball, err)
-	}
-	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-		return nil, fmt.Errorf("%s: config names %d layers, manifest.json %d", b.tarball, len(cfg.RootFS.DiffIDs), len(m.Layers))
-	}
-	for i, name := range m.Layers {
-		e, ok := entries[baseimage.CleanName(name)]
-		if !ok {
-			return nil, fmt.Errorf("%s: layer %s is not in the tarball", b.tarball, name)
-		}
-		l := &baseBlob{base: b, diffID: cfg.RootFS.DiffIDs[i], size: e.Size, file: b.tarball, offset: e.Offset}
+	for i, bl := range img.Layers {
+		name := img.LayerNames[i]
+		l := &baseBlob{base: b, diffID: cfg.RootFS.DiffIDs[i], size: bl.Size, file: bl.File, offset: bl.Offset}
 		if sm := blobName.FindStringSubmatch(path.Base(name)); sm != nil {
 			l.digest = v1.Hash{Algorithm: "sha256", Hex: sm[1]}
 		}
-		if l.comp, err = sniff(f, e); err != nil {
+		if l.comp, err = sniff(f, baseimage.TarEntry{Offset: bl.Offset, Size: bl.Size}); err != nil {
 			return nil, fmt.Errorf("%s: layer %s: %w", b.tarball, name, err)
 		}
 		b.layers = append(b.layers, l)
@@ -180,17 +139,6 @@ func layoutBase(b *base, img *baseimage.LayoutImage) (*base, error) {
 			return nil, fmt.Errorf("layer %s: %w", d.Digest, err)
 		}
 		b.layers = append(b.layers, l)
-	}
-	return b, nil
-}
-
-func readEntry(f io.ReaderAt, e baseimage.TarEntry, limit int64) ([]byte, error) {
-	if e.Size > limit {
-		return nil, fmt.Errorf("%d bytes, more than the %d expected", e.Size, limit)
-	}
-	b := make([]byte, e.Size)
-	if _, err := f.ReadAt(b, e.Offset); err != nil {
-		return nil, err
 	}
 	return b, nil
 }

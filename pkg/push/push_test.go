@@ -18,6 +18,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/pkg/imagefs"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
 	"github.com/docker/docker/api/types/image"
@@ -35,6 +36,15 @@ import (
 
 // savedFolder writes img as a get with save: true would, and returns the
 // folder.
+// Files of a folder written by a get with save: true.
+const (
+	imageFile      = baseimage.ImageFile
+	imageIDFile    = baseimage.ImageIDFile
+	repositoryFile = baseimage.RepositoryFile
+	tagFile        = baseimage.TagFile
+	digestFile     = baseimage.DigestFile
+)
+
 func savedFolder(t *testing.T, img v1.Image, version string) string {
 	t.Helper()
 	dir := t.TempDir()
