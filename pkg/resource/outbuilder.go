@@ -95,14 +95,14 @@ func warnNoInlineCache(s *session, folders []*baseimage.Folder) {
 const inlineCacheKey = "moby.buildkit.cache.v0"
 
 func folderConfig(f *baseimage.Folder) ([]byte, error) {
-	if f.Image != nil {
+	// Detect already read the config of every folder it can read in place.
+	switch {
+	case f.Image != nil:
 		return f.Image.RawConfig, nil
+	case f.Save != nil:
+		return f.Save.RawConfig, nil
 	}
-	img, err := baseimage.ReadSave(f.Path)
-	if err != nil {
-		return nil, err
-	}
-	return img.RawConfig, nil
+	return nil, errors.New("the tarball is compressed, so its config is not read before loading")
 }
 
 // remoteCache checks that the `cache: true` image exists. BuildKit then reads

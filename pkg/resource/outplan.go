@@ -27,8 +27,6 @@ type putPlan struct {
 	dockerfile string
 	buildArgs  map[string]string
 	labels     map[string]string
-	bases      []string // folders, for pkg/push to reuse their blobs
-	cacheFrom  []string
 	auth       engine.RegistryAuth
 
 	// The folders of load_base/load_bases, cache_from and load, recognised
@@ -37,8 +35,8 @@ type putPlan struct {
 	cacheFolders []*baseimage.Folder
 	loadFolder   *baseimage.Folder
 
+	src *protocol.Source
 	// buildkit and secrets are set by planBuilder (outbuilder.go).
-	src      *protocol.Source
 	buildkit bool
 	secrets  []engine.Secret
 	certsDir string // the daemon's certs.d, once it runs
@@ -182,7 +180,6 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 		if err != nil {
 			return nil, err
 		}
-		plan.bases = append(plan.bases, f.Dir)
 		plan.baseFolders = append(plan.baseFolders, f)
 	}
 	for i, c := range params.CacheFrom {
@@ -190,7 +187,6 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 		if err != nil {
 			return nil, err
 		}
-		plan.cacheFrom = append(plan.cacheFrom, f.Dir)
 		plan.cacheFolders = append(plan.cacheFolders, f)
 	}
 

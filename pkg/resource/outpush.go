@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,11 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, c
 		if err != nil {
 			return "", nil, err
 		}
-		bases := append(append([]string{}, plan.bases...), plan.cacheFrom...)
+		// pkg/push reuses the blobs of every folder the daemon loaded.
+		var bases []string
+		for _, f := range slices.Concat(plan.baseFolders, plan.cacheFolders) {
+			bases = append(bases, f.Dir)
+		}
 		if plan.source == "load" {
 			bases = append(bases, plan.path)
 		}
