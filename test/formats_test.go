@@ -1,8 +1,6 @@
 package test
 
 import (
-	"archive/tar"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,94 +8,13 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // Folders as the other Concourse image tools write them.
-
-// writeSaveTar writes img as a docker-save tarball, tagged when tag is set
-// (registry-image-resource format: oci) or without RepoTags (oci-build-task).
-func writeSaveTar(t *testing.T, p string, img v1.Image, tag string) {
-	t.Helper()
-	var ref name.Reference
-	var err error
-	if tag != "" {
-		ref, err = name.NewTag(tag)
-	} else {
-		d, _ := img.Digest()
-		ref, err = name.NewDigest("example.invalid/untagged@" + d.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.MkdirAll(filepath.Dir(p), 0o755)
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := tarball.MultiRefWrite(map[name.Reference]v1.Image{ref: img}, f); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// writeOCILayout writes an OCI layout holding idx, or img alone.
-func writeOCILayout(t *testing.T, dir string, img v1.Image, idx v1.ImageIndex) {
-	t.Helper()
-	if idx == nil {
-		idx = mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img})
-	}
-	if _, err := layout.Write(dir, idx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// tarLayout packs a layout folder into an uncompressed tarball, as
-// oci-build-task's image.tar with OUTPUT_OCI.
-func tarLayout(t *testing.T, dir, p string) {
-	t.Helper()
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || path == dir {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		fi, _ := d.Info()
-		h, _ := tar.FileInfoHeader(fi, "")
-		h.Name = rel
-		if d.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			_, err = tw.Write(b)
-		}
-		return err
-	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 func hashOf(t *testing.T, f func() (v1.Hash, error)) string {
 	t.Helper()
@@ -163,7 +80,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 	t.Run("registry-image format: oci (image.tar, repository, tag, digest)", func(t *testing.T) {
 		img, digest := newBase("ri/oci:1", testenv.ImageOptions{})
 		dir := filepath.Join(srcDir, "ri-oci")
-		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, reg.Host+"/ri/oci:1")
+		testenv.SaveTarball(t, filepath.Join(dir, "image.tar"), img, reg.Host+"/ri/oci:1")
 		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/oci", "tag": "1", "digest": digest})
 		build("ri-oci-app", reg.Host+"/ri/oci:1")
 		putOK(t, srcDir, map[string]any{"source": source(reg, "ri/oci-app", nil), "params": map[string]any{"build": "ri-oci-app", "load_base": "ri-oci"}})
@@ -178,7 +95,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 		reg.Delete(t, "ri/layout@"+d.String())
 		dir := filepath.Join(srcDir, "ri-layout")
 		// registry-image-resource's index.json points at the index.
-		writeOCILayout(t, filepath.Join(dir, "oci"), nil, mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: idx}))
+		testenv.OCILayout(t, filepath.Join(dir, "oci"), nil, mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: idx}))
 		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/layout", "tag": "2", "digest": d.String()})
 		build("ri-layout-app", reg.Host+"/ri/layout:2")
 		r := runOut(t, srcDir, map[string]any{"source": source(reg, "ri/layout-app", nil), "params": map[string]any{"build": "ri-layout-app", "load_base": "ri-layout"}})
@@ -206,7 +123,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 	t.Run("oci-build-task image.tar without RepoTags, object form names it", func(t *testing.T) {
 		img, _ := newBase("bt/save:3", testenv.ImageOptions{})
 		dir := filepath.Join(srcDir, "bt-save")
-		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, "")
+		testenv.SaveTarball(t, filepath.Join(dir, "image.tar"), img, "")
 		writeFiles(t, dir, map[string]string{"digest": hashOf(t, img.ConfigName)})
 		build("bt-save-app", reg.Host+"/bt/save:3")
 		putOK(t, srcDir, map[string]any{"source": source(reg, "bt/save-app", nil), "params": map[string]any{"build": "bt-save-app",
@@ -218,9 +135,9 @@ func TestPutForeignBaseFormats(t *testing.T) {
 		img, digest := newBase("bt/ocitar:4", testenv.ImageOptions{MediaType: "oci"})
 		dir := filepath.Join(srcDir, "bt-ocitar")
 		l := t.TempDir()
-		writeOCILayout(t, l, img, nil)
+		testenv.OCILayout(t, l, img, nil)
 		os.MkdirAll(dir, 0o755)
-		tarLayout(t, l, filepath.Join(dir, "image.tar"))
+		testenv.TarDir(t, l, filepath.Join(dir, "image.tar"))
 		writeFiles(t, dir, map[string]string{"digest": digest})
 		build("bt-ocitar-app", reg.Host+"/bt/ocitar:4")
 		putOK(t, srcDir, map[string]any{"source": source(reg, "bt/ocitar-app", nil), "params": map[string]any{"build": "bt-ocitar-app",
@@ -231,7 +148,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 	t.Run("oci-build-task OUTPUT_OCI image/ layout as cache_from and load_base", func(t *testing.T) {
 		img, digest := newBase("bt/layout:5", testenv.ImageOptions{MediaType: "oci"})
 		dir := filepath.Join(srcDir, "bt-layout")
-		writeOCILayout(t, filepath.Join(dir, "image"), img, nil)
+		testenv.OCILayout(t, filepath.Join(dir, "image"), img, nil)
 		writeFiles(t, dir, map[string]string{"digest": digest})
 		build("bt-layout-app", "bt/layout:5")
 		entry := map[string]any{"path": "bt-layout", "repository": "bt/layout", "tag": "5"}
@@ -243,7 +160,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 	t.Run("zstd OCI layout on dockerd 20.10", func(t *testing.T) {
 		img, digest := newBase("ri/zstd:6", testenv.ImageOptions{Compression: "zstd"})
 		dir := filepath.Join(srcDir, "ri-zstd")
-		writeOCILayout(t, filepath.Join(dir, "oci"), img, nil)
+		testenv.OCILayout(t, filepath.Join(dir, "oci"), img, nil)
 		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/zstd", "tag": "6", "digest": digest})
 		build("ri-zstd-app", reg.Host+"/ri/zstd:6")
 		r := runOut(t, srcDir, map[string]any{"source": source(reg, "ri/zstd-app", nil), "params": map[string]any{"build": "ri-zstd-app", "load_base": "ri-zstd"}})
@@ -260,7 +177,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 	t.Run("registry-image format: oci with zstd layers on dockerd 20.10", func(t *testing.T) {
 		img, digest := newBase("ri/ocizstd:10", testenv.ImageOptions{Compression: "zstd"})
 		dir := filepath.Join(srcDir, "ri-ocizstd")
-		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, reg.Host+"/ri/ocizstd:10")
+		testenv.SaveTarball(t, filepath.Join(dir, "image.tar"), img, reg.Host+"/ri/ocizstd:10")
 		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/ocizstd", "tag": "10", "digest": digest})
 		build("ri-ocizstd-app", reg.Host+"/ri/ocizstd:10")
 		r := runOut(t, srcDir, map[string]any{"source": source(reg, "ri/ocizstd-app", nil), "params": map[string]any{"build": "ri-ocizstd-app", "load_base": "ri-ocizstd"}})
@@ -276,7 +193,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 	t.Run("load pushes a foreign folder as it is", func(t *testing.T) {
 		img, digest := newBase("ri/load:7", testenv.ImageOptions{MediaType: "oci"})
 		dir := filepath.Join(srcDir, "ri-load")
-		writeOCILayout(t, filepath.Join(dir, "oci"), img, nil)
+		testenv.OCILayout(t, filepath.Join(dir, "oci"), img, nil)
 		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/load", "tag": "7", "digest": digest})
 		resp := putOK(t, srcDir, map[string]any{"source": source(reg, "ri/loaded", nil), "params": map[string]any{"load": "ri-load"}})
 		if resp.Version.Digest != digest {
@@ -287,7 +204,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 	t.Run("unnamed folder: loaded by ID with a warning", func(t *testing.T) {
 		img, _ := newBase("bt/unnamed:8", testenv.ImageOptions{})
 		dir := filepath.Join(srcDir, "bt-unnamed")
-		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, "")
+		testenv.SaveTarball(t, filepath.Join(dir, "image.tar"), img, "")
 		writeFiles(t, dir, map[string]string{"digest": hashOf(t, img.ConfigName), "scratch-app/Dockerfile": "FROM scratch\nCOPY Dockerfile /d\n"})
 		r := runOut(t, srcDir, map[string]any{"source": source(reg, "bt/unnamed-app", nil), "params": map[string]any{"build": "bt-unnamed/scratch-app", "load_base": "bt-unnamed"}})
 		if r.err != nil {
@@ -301,7 +218,7 @@ func TestPutForeignBaseFormats(t *testing.T) {
 	t.Run("unnamed cache_from is used by its ID", func(t *testing.T) {
 		img, _ := newBase("bt/unnamed-cache:9", testenv.ImageOptions{})
 		dir := filepath.Join(srcDir, "bt-unnamed-cache")
-		writeSaveTar(t, filepath.Join(dir, "image.tar"), img, "")
+		testenv.SaveTarball(t, filepath.Join(dir, "image.tar"), img, "")
 		writeFiles(t, dir, map[string]string{"digest": hashOf(t, img.ConfigName)})
 		build("unnamed-cache-app", "bt/unnamed-cache:9")
 		for _, builder := range []int{0, 1} {
@@ -329,7 +246,7 @@ func TestPutForeignBaseErrors(t *testing.T) {
 	})
 	idx := testenv.MultiPlatformIndex(t, []v1.Platform{{OS: "linux", Architecture: "s390x"}}, testenv.ImageOptions{MediaType: "oci"})
 	idx2 := mutate.AppendManifests(idx, mutate.IndexAddendum{Add: testenv.BusyboxImage(t, testenv.ImageOptions{Platform: &v1.Platform{OS: "linux", Architecture: "ppc64le"}, MediaType: "oci"}), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "ppc64le"}}})
-	writeOCILayout(t, filepath.Join(srcDir, "armonly/oci"), nil, idx2)
+	testenv.OCILayout(t, filepath.Join(srcDir, "armonly/oci"), nil, idx2)
 
 	for _, c := range []struct {
 		name   string

@@ -1,22 +1,18 @@
 package baseimage
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
@@ -29,82 +25,6 @@ func writeFile(t *testing.T, p, content string) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// saveTar writes img as a docker-save tarball, with RepoTags when tag is set.
-func saveTar(t *testing.T, p string, img v1.Image, tag string) {
-	t.Helper()
-	var ref name.Reference
-	var err error
-	if tag != "" {
-		ref, err = name.NewTag(tag)
-	} else {
-		d, _ := img.Digest()
-		ref, err = name.NewDigest("example.invalid/untagged@" + d.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := tarball.MultiRefWrite(map[name.Reference]v1.Image{ref: img}, f); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// writeLayout writes an OCI layout holding img or idx.
-func writeLayout(t *testing.T, dir string, img v1.Image, idx v1.ImageIndex) {
-	t.Helper()
-	if idx == nil {
-		idx = mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img})
-	}
-	if _, err := layout.Write(dir, idx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// tarDir packs dir into an uncompressed tarball at p.
-func tarDir(t *testing.T, dir, p string) {
-	t.Helper()
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || path == dir {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		fi, _ := d.Info()
-		h, _ := tar.FileInfoHeader(fi, "")
-		h.Name = rel
-		if d.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			_, err = tw.Write(b)
-			return err
-		}
-		return nil
-	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -132,40 +52,40 @@ func TestDetect(t *testing.T) {
 	ociImg := testenv.BusyboxImage(t, testenv.ImageOptions{MediaType: "oci", Labels: map[string]string{"k": "oci"}})
 
 	own := t.TempDir()
-	saveTar(t, filepath.Join(own, "image"), img, "reg.example:5000/team/base:1")
+	testenv.SaveTarball(t, filepath.Join(own, "image"), img, "reg.example:5000/team/base:1")
 	writeFile(t, filepath.Join(own, "image-id"), id(t, img)+"\n")
 	writeFile(t, filepath.Join(own, "repository"), "reg.example:5000/team/base\n")
 	writeFile(t, filepath.Join(own, "tag"), "1\n")
 	writeFile(t, filepath.Join(own, "digest"), digest(t, img)+"\n")
 
 	riOCI := t.TempDir() // registry-image-resource format: oci
-	saveTar(t, filepath.Join(riOCI, "image.tar"), img, "reg.example:5000/team/base:2")
+	testenv.SaveTarball(t, filepath.Join(riOCI, "image.tar"), img, "reg.example:5000/team/base:2")
 	writeFile(t, filepath.Join(riOCI, "repository"), "reg.example:5000/team/base")
 	writeFile(t, filepath.Join(riOCI, "tag"), "2")
 	writeFile(t, filepath.Join(riOCI, "digest"), digest(t, img))
 
 	riLayout := t.TempDir() // registry-image-resource format: oci-layout
-	writeLayout(t, filepath.Join(riLayout, "oci"), ociImg, nil)
+	testenv.OCILayout(t, filepath.Join(riLayout, "oci"), ociImg, nil)
 	writeFile(t, filepath.Join(riLayout, "repository"), "reg.example:5000/team/oci")
 	writeFile(t, filepath.Join(riLayout, "tag"), "3")
 	writeFile(t, filepath.Join(riLayout, "digest"), digest(t, ociImg))
 
 	btSave := t.TempDir() // oci-build-task: docker-save without RepoTags
-	saveTar(t, filepath.Join(btSave, "image.tar"), img, "")
+	testenv.SaveTarball(t, filepath.Join(btSave, "image.tar"), img, "")
 	writeFile(t, filepath.Join(btSave, "digest"), id(t, img))
 
 	btLayoutDir := t.TempDir() // oci-build-task with OUTPUT_OCI: image/
-	writeLayout(t, filepath.Join(btLayoutDir, "image"), ociImg, nil)
+	testenv.OCILayout(t, filepath.Join(btLayoutDir, "image"), ociImg, nil)
 	writeFile(t, filepath.Join(btLayoutDir, "digest"), digest(t, ociImg))
 
 	btLayoutTar := t.TempDir() // oci-build-task with OUTPUT_OCI: image.tar is a layout
 	l := t.TempDir()
-	writeLayout(t, l, ociImg, nil)
-	tarDir(t, l, filepath.Join(btLayoutTar, "image.tar"))
+	testenv.OCILayout(t, l, ociImg, nil)
+	testenv.TarDir(t, l, filepath.Join(btLayoutTar, "image.tar"))
 	writeFile(t, filepath.Join(btLayoutTar, "digest"), digest(t, ociImg))
 
 	bare := t.TempDir() // a layout given directly
-	writeLayout(t, bare, ociImg, nil)
+	testenv.OCILayout(t, bare, ociImg, nil)
 
 	cases := []struct {
 		name, dir      string
@@ -224,10 +144,10 @@ func TestDetectMultiPlatform(t *testing.T) {
 	plats := []v1.Platform{{OS: "linux", Architecture: "arm", Variant: "v6"}, {OS: "linux", Architecture: "arm", Variant: "v7"}, amd64, {OS: "linux", Architecture: "arm64", Variant: "v8"}}
 	idx := testenv.MultiPlatformIndex(t, plats, testenv.ImageOptions{MediaType: "oci"})
 	dir := t.TempDir()
-	writeLayout(t, filepath.Join(dir, "oci"), nil, idx)
+	testenv.OCILayout(t, filepath.Join(dir, "oci"), nil, idx)
 	// registry-image-resource writes index.json pointing at the index.
 	nested := t.TempDir()
-	writeLayout(t, filepath.Join(nested, "oci"), nil, mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: idx}))
+	testenv.OCILayout(t, filepath.Join(nested, "oci"), nil, mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: idx}))
 	for _, d := range []string{dir, nested} {
 		for _, want := range []v1.Platform{amd64, {OS: "linux", Architecture: "arm", Variant: "v7"}, {OS: "linux", Architecture: "arm64"}} {
 			f, err := Detect(d, want)
@@ -265,7 +185,7 @@ func TestDetectRefuses(t *testing.T) {
 	otherTar := t.TempDir()
 	l := t.TempDir()
 	writeFile(t, filepath.Join(l, "hello.txt"), "hi")
-	tarDir(t, l, filepath.Join(otherTar, "image.tar"))
+	testenv.TarDir(t, l, filepath.Join(otherTar, "image.tar"))
 
 	partial := t.TempDir() // own format without its image
 	writeFile(t, filepath.Join(partial, "image-id"), "sha256:x")
@@ -274,7 +194,7 @@ func TestDetectRefuses(t *testing.T) {
 	writeFile(t, filepath.Join(brokenOCI, "oci/index.json"), "{}")
 
 	missingBlob := t.TempDir()
-	writeLayout(t, filepath.Join(missingBlob, "image"), testenv.BusyboxImage(t, testenv.ImageOptions{}), nil)
+	testenv.OCILayout(t, filepath.Join(missingBlob, "image"), testenv.BusyboxImage(t, testenv.ImageOptions{}), nil)
 	m, _ := testenv.BusyboxImage(t, testenv.ImageOptions{}).Manifest()
 	os.Remove(filepath.Join(missingBlob, "image/blobs/sha256", m.Layers[0].Digest.Hex))
 
@@ -284,7 +204,7 @@ func TestDetectRefuses(t *testing.T) {
 
 	gzLayout := t.TempDir() // an OCI layout tarball, gzip-compressed
 	gl := t.TempDir()
-	writeLayout(t, gl, testenv.BusyboxImage(t, testenv.ImageOptions{}), nil)
+	testenv.OCILayout(t, gl, testenv.BusyboxImage(t, testenv.ImageOptions{}), nil)
 	gzipTo(t, gl, filepath.Join(gzLayout, "image.tar"))
 
 	for _, c := range []struct{ name, dir, want string }{
@@ -313,7 +233,7 @@ func TestDetectRefuses(t *testing.T) {
 func TestWriteDockerSave(t *testing.T) {
 	img := testenv.BusyboxImage(t, testenv.ImageOptions{Compression: "zstd", RandomLayers: []int64{100000}})
 	dir := t.TempDir()
-	writeLayout(t, dir, img, nil)
+	testenv.OCILayout(t, dir, img, nil)
 	f, err := Detect(dir, amd64)
 	if err != nil {
 		t.Fatal(err)
@@ -357,12 +277,12 @@ func TestDetectChecksImageID(t *testing.T) {
 	img := testenv.BusyboxImage(t, testenv.ImageOptions{})
 	other := strings.Repeat("1", 64)
 	own := t.TempDir()
-	saveTar(t, filepath.Join(own, "image"), img, "reg.example:5000/team/base:1")
+	testenv.SaveTarball(t, filepath.Join(own, "image"), img, "reg.example:5000/team/base:1")
 	writeFile(t, filepath.Join(own, "image-id"), "sha256:"+other)
 	writeFile(t, filepath.Join(own, "repository"), "reg.example:5000/team/base")
 	writeFile(t, filepath.Join(own, "tag"), "1")
 	bt := t.TempDir()
-	saveTar(t, filepath.Join(bt, "image.tar"), img, "")
+	testenv.SaveTarball(t, filepath.Join(bt, "image.tar"), img, "")
 	writeFile(t, filepath.Join(bt, "digest"), "sha256:"+other)
 	for dir, file := range map[string]string{own: "image-id", bt: "digest"} {
 		_, err := Detect(dir, amd64)
@@ -376,7 +296,7 @@ func TestDetectChecksImageID(t *testing.T) {
 func gzipTo(t *testing.T, dir, p string) {
 	t.Helper()
 	plain := filepath.Join(t.TempDir(), "plain.tar")
-	tarDir(t, dir, plain)
+	testenv.TarDir(t, dir, plain)
 	b, err := os.ReadFile(plain)
 	if err != nil {
 		t.Fatal(err)
