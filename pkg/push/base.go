@@ -159,16 +159,9 @@ func sniff(f io.ReaderAt, e baseimage.TarEntry) (compression.Compression, error)
 	return compression.None, nil
 }
 
-// open reads the blob's bytes from the tarball.
+// open reads the blob's bytes from the tarball or layout.
 func (l *baseBlob) open() (io.ReadCloser, error) {
-	f, err := os.Open(l.file)
-	if err != nil {
-		return nil, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.NewSectionReader(f, l.offset, l.size), f}, nil
+	return baseimage.Blob{File: l.file, Offset: l.offset, Size: l.size}.Open()
 }
 
 // verify hashes every layer whose digest is not proven yet: a tarball whose
