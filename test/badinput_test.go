@@ -38,6 +38,10 @@ type badCase struct {
 
 var noArgs = []string{}
 
+// mirrorUserinfo is what a registry_mirror with a username or password must
+// say: the field, that it is refused, and where mirror credentials go.
+var mirrorUserinfo = []string{"source.registry_mirror", "username or password", "not supported", `source.additional_private_registries entry for "mirror.example:5000"`}
+
 // completeLooking are the files of a finished get; a failed one must leave
 // none of them.
 var completeLooking = []string{"digest", "image", "image-id", "repository", "tag", "metadata.json", "docker_inspect.json", "rootfs", "rootfs.tar"}
@@ -195,9 +199,25 @@ func TestBadInput(t *testing.T) {
 		{name: "insecure_registries with a scheme", verb: "out", req: map[string]any{"source": src(map[string]any{"insecure_registries": []any{"http://" + reg.Host}}), "params": map[string]any{"build": "ok"}}, want: []string{"source.insecure_registries[0]", "must be host:port (no scheme)"}},
 		{name: "registry_mirror without scheme", verb: "check", req: map[string]any{"source": src(map[string]any{"registry_mirror": "mirror.example:5000"})}, want: []string{"source.registry_mirror", "is not a valid URL", "http://host[:port]"}},
 		{name: "registry_mirror password not echoed", verb: "in", req: map[string]any{"source": src(map[string]any{"registry_mirror": "ftp://user:mirror-pw-31337@mirror.example"}), "version": ver}, want: []string{"source.registry_mirror", "is not a valid URL"}},
+		// Issue 12, item 2: dockerd refuses userinfo in a mirror URL, check
+		// and get ignored it, and the put's debug log printed it.
+		{name: "registry_mirror with a password", verb: "check", req: map[string]any{"source": src(map[string]any{"registry_mirror": "https://user:mirror-pw-31337@mirror.example:5000", "debug": true})}, want: mirrorUserinfo, binary: true},
+		{name: "registry_mirror with a password in", verb: "in", req: map[string]any{"source": src(map[string]any{"registry_mirror": "http://user:mirror-pw-31337@mirror.example:5000/"}), "version": ver}, want: mirrorUserinfo},
+		{name: "registry_mirror with a password out", verb: "out", req: map[string]any{"source": src(map[string]any{"registry_mirror": "https://user:mirror-pw-31337@mirror.example:5000", "debug": true}), "params": map[string]any{"build": "ok"}}, want: mirrorUserinfo},
+		{name: "registry_mirror with a token as user", verb: "out", req: map[string]any{"source": src(map[string]any{"registry_mirror": "https://mirror-pw-31337@mirror.example:5000"}), "params": map[string]any{"build": "ok"}}, want: mirrorUserinfo},
+		{name: "registry_mirror unparsable with a password", verb: "check", req: map[string]any{"source": src(map[string]any{"registry_mirror": "https://user:mirror-pw-31337@mirror.example:50x0"})}, want: []string{"source.registry_mirror", "is not a valid URL"}},
 		{name: "startup_timeout zero", verb: "out", req: map[string]any{"source": src(map[string]any{"startup_timeout": 0}), "params": map[string]any{"build": "ok"}}, want: []string{"source.startup_timeout must be a positive number, got 0"}},
 		{name: "max_concurrent_downloads negative", verb: "in", req: map[string]any{"source": src(map[string]any{"max_concurrent_downloads": -2}), "version": ver}, want: []string{"source.max_concurrent_downloads must be a positive number, got -2"}},
 		{name: "max_concurrent_uploads zero", verb: "out", req: map[string]any{"source": src(map[string]any{"max_concurrent_uploads": "0"}), "params": map[string]any{"build": "ok"}}, want: []string{"source.max_concurrent_uploads must be a positive number, got 0"}},
+		// Issue 12, item 11: numbers that overflowed into nonsense.
+		{name: "startup_timeout beyond a day", verb: "check", req: map[string]any{"source": src(map[string]any{"startup_timeout": json.Number("9223372036854775807")})}, want: []string{"source.startup_timeout must be at most 86400 (a day), got 9223372036854775807"}, binary: true},
+		{name: "startup_timeout one second beyond a day", verb: "out", req: map[string]any{"source": src(map[string]any{"startup_timeout": 86401}), "params": map[string]any{"build": "ok"}}, want: []string{"source.startup_timeout must be at most 86400 (a day), got 86401"}},
+		{name: "startup_timeout beyond a whole number", verb: "out", req: map[string]any{"source": src(map[string]any{"startup_timeout": json.Number("9223372036854775808")}), "params": map[string]any{"build": "ok"}}, want: []string{"source.startup_timeout: the number 9223372036854775808 is too large"}},
+		{name: "max_concurrent_downloads huge", verb: "in", req: map[string]any{"source": src(map[string]any{"max_concurrent_downloads": json.Number("9223372036854775807")}), "version": ver}, want: []string{"source.max_concurrent_downloads must be at most 128", "got 9223372036854775807"}},
+		{name: "max_concurrent_uploads huge string", verb: "out", req: map[string]any{"source": src(map[string]any{"max_concurrent_uploads": "99999999999999999999"}), "params": map[string]any{"build": "ok"}}, want: []string{"source.max_concurrent_uploads: the number 99999999999999999999 is too large"}},
+		{name: "version.digest a number", verb: "check", stdin: `{"source": {"repository": "` + repo("app") + `"}, "version": {"digest": 5}}`, want: []string{"version.digest: expected a string, got the number 5"}, binary: true},
+		{name: "version.digest a number in", verb: "in", stdin: `{"source": {"repository": "` + repo("app") + `"}, "version": {"digest": 5}}`, want: []string{"version.digest: expected a string, got the number 5"}},
+		{name: "version.digest an object", verb: "in", stdin: `{"source": {"repository": "` + repo("app") + `"}, "version": {"digest": {"sha256": "x"}}}`, want: []string{"version.digest: expected a string, got an object"}},
 		{name: "username without password", verb: "check", req: map[string]any{"source": map[string]any{"repository": repo("app"), "username": "u"}}, want: []string{"source.username is set but source.password is empty", "set both, or neither"}},
 		{name: "additional registry without password", verb: "in", req: map[string]any{"source": src(map[string]any{"additional_private_registries": []any{map[string]any{"registry": "r.example", "username": "u"}}}), "version": ver}, want: []string{"source.additional_private_registries[0].password is required", "r.example"}},
 		{name: "platform variant without architecture", verb: "in", req: map[string]any{"source": src(nil), "version": ver, "params": map[string]any{"platform": map[string]any{"variant": "v7"}}}, want: []string{"params.platform.variant needs params.platform.architecture"}},
@@ -292,6 +312,11 @@ func TestBadInput(t *testing.T) {
 					t.Fatalf("%s succeeded; stdout %q\nstderr:\n%s", c.verb, r.stdout, r.stderr)
 				}
 				stdout, msg = r.stdout, r.err.Error()
+				for _, secret := range []string{reg.Password, "mirror-pw-31337", "PRIVATE KEY"} {
+					if strings.Contains(r.stderr, secret) {
+						t.Errorf("the log shows a secret (%q)", secret)
+					}
+				}
 				if strings.Contains(r.stderr, "error") {
 					t.Errorf("the log holds a second error message:\n%s", r.stderr)
 				}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"golang.org/x/sys/unix"
 )
 
@@ -208,6 +209,19 @@ func flagArgs(o Options, mtu int) []string {
 		args = append(args, isolatedArgs...)
 	}
 	return args
+}
+
+// commandLine is dockerd's command line as the debug log shows it, with the
+// userinfo of every URL in it masked. Validation refuses a registry_mirror
+// with a username or password (dockerd would refuse it too), so none should
+// get here; if one did, its password still must not reach the log.
+func commandLine(binary string, args []string) string {
+	words := make([]string, 0, len(args)+1)
+	words = append(words, binary)
+	for _, a := range args {
+		words = append(words, logging.RedactURL(a))
+	}
+	return strings.Join(words, " ")
 }
 
 // writeCerts lays out dir as a certs.d folder: <domain>/ca.crt (all CAs of

@@ -130,6 +130,20 @@ func TestFlagArgs(t *testing.T) {
 	}
 }
 
+// TestCommandLineMasksUserinfo: the debug log's dockerd command line never
+// shows a URL's username or password, whatever got past validation.
+func TestCommandLineMasksUserinfo(t *testing.T) {
+	args := flagArgs(Options{RegistryMirror: "https://user:hunter22@mirror.example:5000", InsecureRegistries: []string{"tok@a.example:5000"}}, 0)
+	got := commandLine("/usr/bin/dockerd", append([]string{"--data-root", "/scratch/docker"}, args...))
+	want := "/usr/bin/dockerd --data-root /scratch/docker --insecure-registry xxxxx@a.example:5000 --registry-mirror https://xxxxx@mirror.example:5000"
+	if got != want {
+		t.Errorf("commandLine = %q\nwant %q", got, want)
+	}
+	if strings.Contains(got, "hunter22") || strings.Contains(got, "user") || strings.Contains(got, "tok@") {
+		t.Errorf("commandLine shows userinfo: %q", got)
+	}
+}
+
 func TestWriteCerts(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "certs.d")
 	err := writeCerts(dir,

@@ -241,7 +241,7 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 		mode = "isolated, no bridge"
 	}
 	log.Infof("starting dockerd (data root %s, %s)", d.data.path, mode)
-	log.Debugf("%s %s", binary, strings.Join(args, " "))
+	log.Debug(commandLine(binary, args))
 
 	d.cli, err = client.NewClientWithOpts(client.WithHost(d.host), client.WithAPIVersionNegotiation())
 	if err != nil {

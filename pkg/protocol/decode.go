@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -92,17 +94,12 @@ func (d *decoder) decode(path string, raw json.RawMessage, v reflect.Value) erro
 		v.SetString(string(l))
 		return nil
 	case reflect.Int, reflect.Int64:
-		var n int64
-		if err := json.Unmarshal(raw, &n); err != nil {
-			// "120" from a var is common; accept a string holding an integer.
-			var s string
-			if json.Unmarshal(raw, &s) == nil {
-				if err := json.Unmarshal([]byte(s), &n); err == nil {
-					v.SetInt(n)
-					return nil
-				}
-			}
-			return fieldError(path, &typeError{want: "a whole number", got: jsonKind(raw)})
+		n, err := wholeNumber(raw)
+		if err == nil && v.OverflowInt(n) {
+			err = &rangeError{text: strconv.FormatInt(n, 10), large: n > 0}
+		}
+		if err != nil {
+			return fieldError(path, err)
 		}
 		v.SetInt(n)
 		return nil
@@ -142,6 +139,43 @@ func (d *decoder) decodeStruct(path string, raw json.RawMessage, v reflect.Value
 		}
 	}
 	return nil
+}
+
+// wholeNumber reads an integer given as a JSON number or, since "120" from
+// a var is common, as a string holding one.
+func wholeNumber(raw json.RawMessage) (int64, error) {
+	text := string(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return 0, &typeError{want: "a whole number", got: jsonKind(raw)}
+		}
+		text = strings.TrimSpace(s)
+	}
+	if !integerText.MatchString(text) {
+		return 0, &typeError{want: "a whole number", got: jsonKind(raw)}
+	}
+	n, err := strconv.ParseInt(text, 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, &rangeError{text: text, large: text[0] != '-'}
+	}
+	return n, err
+}
+
+var integerText = regexp.MustCompile(`^-?[0-9]+$`)
+
+// rangeError is a whole number that no field can hold. It used to wrap
+// around silently (2^63-1 seconds became a negative duration).
+type rangeError struct {
+	text  string
+	large bool
+}
+
+func (e *rangeError) Error() string {
+	if e.large {
+		return fmt.Sprintf("the number %s is too large", e.text)
+	}
+	return fmt.Sprintf("the number %s is too small", e.text)
 }
 
 // FieldError is a decoding or validation error tied to one request field.

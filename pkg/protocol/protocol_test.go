@@ -68,6 +68,16 @@ func TestStrictErrors(t *testing.T) {
 		{"zero timeout", `{"source":{"repository":"a","startup_timeout":0}}`, `source.startup_timeout must be a positive number`},
 		{"private registry", `{"source":{"repository":"a","additional_private_registries":[{"registry":"r"}]}}`, `additional_private_registries[0].username is required`},
 		{"bad digest", `{"source":{"repository":"a"},"version":{"digest":"sha256:xyz"}}`, `version.digest: "sha256:xyz" is not a valid digest`},
+		{"numeric digest", `{"source":{"repository":"a"},"version":{"digest":5}}`, `version.digest: expected a string, got the number 5`},
+		{"version a list", `{"source":{"repository":"a"},"version":[]}`, `version: expected an object like {"digest": "sha256:..."}, got a list`},
+		{"timeout beyond a day", `{"source":{"repository":"a","startup_timeout":86401}}`, `source.startup_timeout must be at most 86400 (a day), got 86401`},
+		{"timeout 2^63-1", `{"source":{"repository":"a","startup_timeout":9223372036854775807}}`, `source.startup_timeout must be at most 86400 (a day), got 9223372036854775807`},
+		{"timeout 2^63", `{"source":{"repository":"a","startup_timeout":9223372036854775808}}`, `source.startup_timeout: the number 9223372036854775808 is too large`},
+		{"timeout -2^63-1", `{"source":{"repository":"a","startup_timeout":"-9223372036854775809"}}`, `source.startup_timeout: the number -9223372036854775809 is too small`},
+		{"fraction", `{"source":{"repository":"a","startup_timeout":1.5}}`, `source.startup_timeout: expected a whole number, got the number 1.5`},
+		{"downloads beyond 128", `{"source":{"repository":"a","max_concurrent_downloads":129}}`, `source.max_concurrent_downloads must be at most 128, got 129`},
+		{"uploads beyond 128", `{"source":{"repository":"a","max_concurrent_uploads":"1000"}}`, `source.max_concurrent_uploads must be at most 128, got 1000`},
+		{"mirror userinfo", `{"source":{"repository":"a","registry_mirror":"https://u:p@m.example:5000/"}}`, `source.registry_mirror: a username or password in the URL is not supported (dockerd refuses them too): write it as https://m.example:5000 and give the mirror's credentials as a source.additional_private_registries entry for "m.example:5000" (check and get use it)`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -97,9 +107,24 @@ func TestSecretsNotEchoed(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
 		t.Fatalf("error %v", err)
 	}
-	_, err = ParseCheck(strings.NewReader(`{"source":{"repository":"a","registry_mirror":"ftp://u:hunter22@m"}}`))
-	if err == nil || strings.Contains(err.Error(), "hunter22") {
-		t.Fatalf("error %v", err)
+	for _, mirror := range []string{
+		"ftp://u:hunter22@m", "https://u:hunter22@m", "https://hunter22@m", "http://u:hunter22@m:50x0/", "u:hunter22@m:5000", "https://u:hunter22@m/path?q",
+	} {
+		_, err = ParseCheck(strings.NewReader(`{"source":{"repository":"a","registry_mirror":"` + mirror + `"}}`))
+		if err == nil || strings.Contains(err.Error(), "hunter22") || !strings.Contains(err.Error(), "source.registry_mirror") {
+			t.Errorf("%s: error %v", mirror, err)
+		}
+	}
+}
+
+func TestBoundsAccepted(t *testing.T) {
+	p, err := ParseCheck(strings.NewReader(`{"source":{"repository":"a","startup_timeout":86400,"max_concurrent_downloads":128,"max_concurrent_uploads":"1"},"version":{"digest":null,"other":1}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := p.Request.Source
+	if s.StartupTimeoutSecs() != 86400 || s.Downloads() != 128 || s.Uploads() != 1 || p.Request.Version == nil || p.Request.Version.Digest != "" {
+		t.Errorf("%+v %+v", s, p.Request.Version)
 	}
 }
 

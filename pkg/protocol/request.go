@@ -107,6 +107,10 @@ func parse[T any](r io.Reader, sections ...string) (Parsed[T], error) {
 			// Versions come from check (ours or the old resource's); be
 			// lenient about their shape beyond the digest.
 			if err := json.Unmarshal(raw, v.Field(i).Addr().Interface()); err != nil {
+				var fe *FieldError
+				if errors.As(err, &fe) {
+					return p, fe
+				}
 				return p, fmt.Errorf("version: expected an object like {\"digest\": \"sha256:...\"}, got %s", jsonKind(raw))
 			}
 			continue

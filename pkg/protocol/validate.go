@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -21,6 +22,20 @@ const (
 	DefaultTag                = "latest"
 	DefaultMaxConcurrent      = 3
 	DefaultStartupTimeoutSecs = 120
+)
+
+// Upper bounds of the numbers in source. Without them a huge value
+// overflowed into nonsense: startup_timeout 2^63-1 seconds became a
+// negative duration and silently the 120 s default.
+const (
+	// MaxStartupTimeoutSecs is a day: a dockerd that has not answered by
+	// then never will, and the seconds stay far from overflowing a
+	// time.Duration (292 years).
+	MaxStartupTimeoutSecs = 86400
+	// MaxConcurrent bounds max_concurrent_downloads and _uploads. dockerd
+	// stores at most 125 layers of one image (its layer store's maximum
+	// depth), so more parallel transfers than 128 can never be used.
+	MaxConcurrent = 128
 )
 
 var (
@@ -109,7 +124,7 @@ func (s *Source) Validate() error {
 	for i, entry := range s.InsecureRegistries {
 		f := fmt.Sprintf("source.insecure_registries[%d]", i)
 		if strings.Contains(entry, "://") {
-			return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, redactURL(entry))
+			return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, logging.RedactURL(entry))
 		}
 		if strings.Contains(entry, "/") {
 			if _, _, err := net.ParseCIDR(entry); err != nil {
@@ -121,22 +136,48 @@ func (s *Source) Validate() error {
 			return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, entry)
 		}
 	}
-	if s.RegistryMirror != "" {
-		u, err := url.Parse(s.RegistryMirror)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("source.registry_mirror: %q is not a valid URL: use http://host[:port] or https://host[:port]", redactURL(s.RegistryMirror))
-		}
+	if err := validateMirror(s.RegistryMirror); err != nil {
+		return err
 	}
-	for field, p := range map[string]*int{
-		"source.max_concurrent_downloads": s.MaxConcurrentDownloads,
-		"source.max_concurrent_uploads":   s.MaxConcurrentUploads,
-		"source.startup_timeout":          s.StartupTimeout,
+	for _, n := range []struct {
+		field string
+		p     *int
+		max   int
+		unit  string
+	}{
+		{"source.max_concurrent_downloads", s.MaxConcurrentDownloads, MaxConcurrent, ""},
+		{"source.max_concurrent_uploads", s.MaxConcurrentUploads, MaxConcurrent, ""},
+		{"source.startup_timeout", s.StartupTimeout, MaxStartupTimeoutSecs, " (a day)"},
 	} {
-		if p != nil && *p <= 0 {
-			return fmt.Errorf("%s must be a positive number, got %d", field, *p)
+		switch {
+		case n.p == nil:
+		case *n.p <= 0:
+			return fmt.Errorf("%s must be a positive number, got %d", n.field, *n.p)
+		case *n.p > n.max:
+			return fmt.Errorf("%s must be at most %d%s, got %d", n.field, n.max, n.unit, *n.p)
 		}
 	}
 	return s.Platform.validate("source.platform")
+}
+
+// validateMirror checks registry_mirror. A username or password in it is
+// refused, as dockerd refuses it ("username/password not allowed in URI"),
+// without echoing either: check and get would ignore them and the put's
+// dockerd would not start.
+func validateMirror(mirror string) error {
+	if mirror == "" {
+		return nil
+	}
+	u, err := url.Parse(mirror)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("source.registry_mirror: %q is not a valid URL: use http://host[:port] or https://host[:port]", logging.RedactURL(mirror))
+	}
+	if u.User != nil {
+		return fmt.Errorf("source.registry_mirror: a username or password in the URL is not supported (dockerd refuses them too): "+
+			"write it as %s://%s and give the mirror's credentials as a source.additional_private_registries entry for %q (check and get use it)",
+			u.Scheme, u.Host, u.Host)
+	}
+	return nil
 }
 
 // Validate checks put params that need no files.
@@ -268,13 +309,4 @@ func tlsPairReason(err error) string {
 		return "no PEM private key found in key"
 	}
 	return strings.TrimPrefix(msg, "tls: ")
-}
-
-// redactURL hides a password in a URL's userinfo.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	return u.Redacted()
 }

@@ -115,6 +115,26 @@ func (e *BaseEntry) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// UnmarshalJSON reads a version leniently, as versions come from check
+// (ours or the old resource's): keys other than digest are ignored. But a
+// digest that is not a string is named as such: {"digest": 5} used to be
+// called "not an object".
+func (v *Version) UnmarshalJSON(b []byte) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return &typeError{want: `an object like {"digest": "sha256:..."}`, got: jsonKind(b)}
+	}
+	*v = Version{}
+	raw, ok := obj["digest"]
+	if !ok || string(bytes.TrimSpace(raw)) == "null" {
+		return nil
+	}
+	if err := json.Unmarshal(raw, &v.Digest); err != nil {
+		return &FieldError{Field: "version.digest", Msg: (&typeError{want: "a string", got: jsonKind(raw)}).Error()}
+	}
+	return nil
+}
+
 // typeError is what leaf decoders return; the strict decoder adds the path.
 type typeError struct {
 	want string

@@ -75,7 +75,8 @@ type Client struct {
 	mirror    *url.URL
 }
 
-// ErrNotFound is returned when a tag or digest does not exist.
+// ErrNotFound is returned when the registry itself answers that a tag or
+// digest does not exist (see notFound); a 404 of anything else is an error.
 var ErrNotFound = errors.New("not found")
 
 // New builds a Client; it does no network I/O.
@@ -146,8 +147,8 @@ func (c *Client) candidates(repo name.Repository) []name.Repository {
 }
 
 // keychain hands the source credentials to the target registry (and the
-// Docker Hub mirror, as dockerd does), additional ones to their hosts, and
-// nothing to anyone else.
+// Docker Hub mirror, as dockerd does, unless additional credentials name the
+// mirror's host), additional ones to their hosts, and nothing to anyone else.
 type keychain struct{ c *Client }
 
 func (k keychain) Resolve(res authn.Resource) (authn.Authenticator, error) {
@@ -165,7 +166,11 @@ func (c *Client) authFor(repos ...name.Repository) remote.Option {
 	}
 	hosts := map[string]bool{}
 	for _, r := range repos {
-		hosts[r.RegistryStr()] = true
+		h := r.RegistryStr()
+		if _, own := lookupAdditional(c.opts.Additional, h); own && c.mirror != nil && h == c.mirror.Host {
+			continue // the mirror's own credentials, from additional_private_registries
+		}
+		hosts[h] = true
 	}
 	return remote.WithAuthFromKeychain(targetKeychain{hosts: hosts, user: c.opts.Username, pass: c.opts.Password, next: keychain{c}})
 }
@@ -279,9 +284,10 @@ func (c *Client) Get(ctx context.Context, repo string, digest v1.Hash) (*remote.
 	}
 	var desc *remote.Descriptor
 	_, err = c.firstOf(ctx, r, func(cand name.Repository) (v1.Hash, error) {
-		d, err := remote.Get(cand.Digest(digest.String()), c.options(ctx, cand, r)...)
+		ref := cand.Digest(digest.String())
+		d, err := remote.Get(ref, c.options(ctx, cand, r)...)
 		if err != nil {
-			return v1.Hash{}, notFound(err)
+			return v1.Hash{}, c.notFound(ctx, ref, err)
 		}
 		desc = d
 		return d.Digest, nil
@@ -309,22 +315,21 @@ func (c *Client) headDigest(ctx context.Context, ref name.Reference, origin name
 	if err == nil {
 		return desc.Digest, nil
 	}
-	// Some registries answer HEAD without Docker-Content-Digest; GET and hash
-	// the manifest instead.
-	if strings.Contains(err.Error(), "did not include") {
+	var te *transport.Error
+	switch {
+	case errors.As(err, &te) && te.StatusCode == http.StatusNotFound && te.Request != nil && firstRequest(te.Request).URL.Path == "/v2/":
+		return v1.Hash{}, c.notFound(ctx, ref, err) // the ping's 404: no registry there
+	case errors.As(err, &te) && te.StatusCode == http.StatusNotFound,
+		// Some registries answer HEAD without Docker-Content-Digest.
+		strings.Contains(err.Error(), "did not include"):
+		// A HEAD's 404 has no body to tell a registry's answer from a web
+		// page's; the GET's has (and hashes the manifest when HEAD gave no
+		// digest).
 		d, gerr := remote.Get(ref, opts...)
 		if gerr != nil {
-			return v1.Hash{}, notFound(gerr)
+			return v1.Hash{}, c.notFound(ctx, ref, gerr)
 		}
 		return d.Digest, nil
 	}
-	return v1.Hash{}, notFound(err)
-}
-
-func notFound(err error) error {
-	var te *transport.Error
-	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
-	return err
+	return v1.Hash{}, err
 }

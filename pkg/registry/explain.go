@@ -27,7 +27,7 @@ func Explain(err error) string {
 func (c *Client) Explain(err error) string {
 	var te *transport.Error
 	if c.opts.Username == "" && errors.As(err, &te) && te.StatusCode == http.StatusUnauthorized {
-		return fmt.Sprintf("%s requires credentials (401 Unauthorized): set source.username and source.password", hostOf(err))
+		return fmt.Sprintf("%s requires credentials (401 Unauthorized): set source.username and source.password%s", hostOf(err), hubUnknown(hostOf(err)))
 	}
 	return Explain(err)
 }
@@ -37,6 +37,7 @@ func explain(err error, host string) string {
 		return ""
 	}
 	var (
+		nr       *NotRegistryError
 		re       *RetryError
 		te       *transport.Error
 		unknown  x509.UnknownAuthorityError
@@ -49,9 +50,11 @@ func explain(err error, host string) string {
 		netError net.Error
 	)
 	switch {
+	case errors.As(err, &nr):
+		return nr.Error()
 	case errors.As(err, &re):
 		if re.Status == 0 && re.Err != nil {
-			return fmt.Sprintf("%s (%d attempts over %s)", explain(re.Err, re.Host), re.Attempts, re.Elapsed.Round(100*time.Millisecond))
+			return fmt.Sprintf("%s (%s over %s)", explain(re.Err, re.Host), attempts(re.Attempts), re.Elapsed.Round(100*time.Millisecond))
 		}
 		return re.Error()
 	case errors.As(err, &te):
@@ -102,13 +105,23 @@ func explainStatus(te *transport.Error, host string) string {
 	}
 	switch te.StatusCode {
 	case http.StatusUnauthorized:
-		return fmt.Sprintf("%s refused the credentials (401 Unauthorized)%s: check source.username and source.password", host, detail)
+		return fmt.Sprintf("%s refused the credentials (401 Unauthorized)%s: check source.username and source.password%s", host, detail, hubUnknown(host))
 	case http.StatusForbidden:
 		return fmt.Sprintf("%s denied access (403 Forbidden)%s: the credentials lack permission for this repository", host, detail)
 	case http.StatusNotFound:
 		return fmt.Sprintf("not found on %s (404)%s", host, detail)
 	}
 	return fmt.Sprintf("%s answered %d %s%s", host, te.StatusCode, http.StatusText(te.StatusCode), detail)
+}
+
+// hubUnknown is the hint a Docker Hub 401 needs: Docker Hub answers 401,
+// not 404, for a repository that does not exist, so it cannot be told from
+// refused credentials and is not reported as "no versions".
+func hubUnknown(host string) string {
+	if host == DockerHub || host == "registry-1.docker.io" {
+		return " (Docker Hub answers 401 also for a repository that does not exist: check the name)"
+	}
+	return ""
 }
 
 func hostOf(err error) string {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -67,7 +68,7 @@ func (e *RetryError) Error() string {
 	} else {
 		what = fmt.Sprintf("failed: %v", e.Err)
 	}
-	msg := fmt.Sprintf("registry %s %s (%d attempts over %s)", e.Host, what, e.Attempts, e.Elapsed.Round(100*time.Millisecond))
+	msg := fmt.Sprintf("registry %s %s (%s over %s)", e.Host, what, attempts(e.Attempts), e.Elapsed.Round(100*time.Millisecond))
 	if e.Reason != "" {
 		msg += "; " + e.Reason
 	}
@@ -75,6 +76,13 @@ func (e *RetryError) Error() string {
 }
 
 func (e *RetryError) Unwrap() error { return e.Err }
+
+func attempts(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return fmt.Sprintf("%d attempts", n)
+}
 
 // RetriesExhausted tells pkg/download not to retry the blob again: that
 // would multiply the bound.
@@ -112,7 +120,7 @@ func retryOperation(err error) bool {
 // operationBackoff is the backoff of those whole-operation retries.
 func (p RetryPolicy) operationBackoff() remote.Backoff {
 	p = p.withDefaults()
-	return remote.Backoff{Duration: p.Initial, Factor: 2, Jitter: 0.25, Steps: p.Attempts}
+	return remote.Backoff{Duration: p.Initial, Factor: 2, Jitter: 0.25, Steps: p.Attempts, Cap: p.Max}
 }
 
 // StallError is a response body that sent nothing, or a request body the
@@ -282,11 +290,16 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if transient && !replayable && req.Context().Err() == nil && resp != nil {
 			// The caller retries the whole operation (go-containerregistry's
 			// upload loop, see Client.options); make that retry wait as long
-			// as the registry asked.
-			// At most Max: the caller retries up to Attempts times.
-			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok && ra > 0 && ra <= t.policy.Max {
-				t.log.Warnf("registry %s answered %d %s to an upload; it asked to retry after %s", req.URL.Host, status, http.StatusText(status), ra)
-				if err := t.sleep(req, ra); err != nil {
+			// as the registry asked, capped at Max: the caller retries up
+			// to Attempts times, so the waits stay within Attempts × Max.
+			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok && ra > 0 {
+				wait := min(ra, t.policy.Max)
+				capped := ""
+				if wait < ra {
+					capped = fmt.Sprintf("; waiting %s, the longest one wait may take", wait)
+				}
+				t.log.Warnf("registry %s answered %d %s to an upload; it asked to retry after %s%s", req.URL.Host, status, http.StatusText(status), describeRetryAfter(resp, ra), capped)
+				if err := t.sleep(req, wait); err != nil {
 					drain(resp)
 					return nil, err
 				}
@@ -302,7 +315,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
 				wait = ra
 				if used := max(waited, time.Since(start)); ra > t.policy.Budget-used {
-					reason = fmt.Sprintf("it asked to retry after %s, beyond the %s retry budget (%s used)", ra, t.policy.Budget, used.Round(100*time.Millisecond))
+					reason = fmt.Sprintf("it asked to retry after %s, beyond the %s retry budget (%s used)", describeRetryAfter(resp, ra), t.policy.Budget, used.Round(100*time.Millisecond))
 				}
 			}
 			drain(resp)
@@ -371,18 +384,43 @@ func shortNetError(err error) string {
 	return err.Error()
 }
 
-// retryAfter parses Retry-After as seconds or an HTTP date.
+// maxRetryAfter bounds what retryAfter returns: longer than any budget,
+// and far from overflowing time.Duration in the sums it takes part in.
+// Seconds used to be multiplied unchecked: 2^63-1 of them wrapped around to
+// a negative wait, an immediate retry.
+const maxRetryAfter = 24 * time.Hour
+
+// retryAfter parses Retry-After as seconds or an HTTP date, clamped to
+// [0, maxRetryAfter].
 func retryAfter(v string) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false
 	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+	if strings.Trim(v, "0123456789") == "" {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs > int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter, true // more digits than int64 holds: "never"
+		}
 		return time.Duration(secs) * time.Second, true
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0), true
+		return min(max(time.Until(t), 0), maxRetryAfter), true
 	}
 	return 0, false
+}
+
+// describeRetryAfter is what the registry asked for, in its own seconds
+// when the wait was clamped.
+func describeRetryAfter(resp *http.Response, d time.Duration) string {
+	if d < maxRetryAfter {
+		return d.String()
+	}
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if strings.Trim(v, "0123456789") == "" {
+		return v + "s"
+	}
+	return "more than " + maxRetryAfter.String() + " (until " + v + ")"
 }
 
 func drain(resp *http.Response) {
