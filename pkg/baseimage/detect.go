@@ -85,6 +85,20 @@ type Folder struct {
 	Save *Image
 }
 
+// ID is the image's config digest (the image ID docker load gives) when the
+// folder tells it without a daemon: a layout's or a plain docker-save
+// tarball's config, else the image-id or digest file; "" for a
+// gzip-compressed tarball that names none.
+func (f *Folder) ID() string {
+	switch {
+	case f.Image != nil:
+		return f.Image.ID.String()
+	case f.Save != nil:
+		return f.Save.ID()
+	}
+	return f.ImageID
+}
+
 // Named reports whether the folder (or its entry) says which name FROM uses.
 func (f *Folder) Named() bool { return f.Repository != "" }
 

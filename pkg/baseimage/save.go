@@ -2,6 +2,8 @@ package baseimage
 
 import (
 	"archive/tar"
+	"bufio"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -77,7 +79,7 @@ func ReadSave(p string) (Image, error) {
 		return Image{}, errors.New("no manifest.json: not a docker-save tarball")
 	}
 	b := &blobs{tarPath: p, entries: entries}
-	raw, err := b.read(Blob{File: p, Offset: mf.Offset, Size: mf.Size}, 1<<20)
+	raw, err := b.read(Blob{File: p, Offset: mf.Offset, Size: mf.Size}, maxManifest)
 	if err != nil {
 		return Image{}, fmt.Errorf("manifest.json: %w", err)
 	}
@@ -165,6 +167,113 @@ func WriteDockerSave(ctx context.Context, w io.Writer, img Image, decompressZstd
 	}
 	return tw.Close()
 }
+
+// OpenTar opens a tarball, plain or gzip-compressed, for reading from the
+// start. A plain one is the file itself, so tar.Reader seeks over contents
+// it is not asked for.
+func OpenTar(p string) (io.Reader, func() error, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	var magic [2]byte
+	if _, err := f.ReadAt(magic[:], 0); err != nil || magic != [2]byte{0x1f, 0x8b} {
+		return f, f.Close, nil
+	}
+	zr, err := gzip.NewReader(bufio.NewReader(f))
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("opening gzip: %w", err)
+	}
+	return zr, func() error { zr.Close(); return f.Close() }, nil
+}
+
+// CopySave writes the docker-save tarball at p (plain or gzip-compressed)
+// to w as a plain tarball that names no image: every manifest.json entry's
+// RepoTags is emptied and the legacy repositories file is left out, so
+// docker load tags nothing and the caller gives the image the name its
+// folder gives. A tarball's own tags could otherwise move a name another
+// folder gives (the one a FROM uses) to its image. configs replaces the
+// content of config entries, by entry name. Everything else is copied as it
+// is, entry by entry: nothing is held in memory but manifest.json.
+func CopySave(ctx context.Context, w io.Writer, p string, configs map[string][]byte) error {
+	r, closeTar, err := OpenTar(p)
+	if err != nil {
+		return err
+	}
+	defer closeTar()
+	tr := tar.NewReader(r)
+	tw := tar.NewWriter(w)
+	sawManifest := false
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", p, err)
+		}
+		name := CleanName(h.Name)
+		var body []byte
+		switch {
+		case h.Typeflag != tar.TypeReg:
+		case name == "repositories":
+			continue
+		case name == "manifest.json":
+			if body, err = untagManifest(tr); err != nil {
+				return fmt.Errorf("%s: manifest.json: %w", p, err)
+			}
+			sawManifest = true
+		case configs[name] != nil:
+			body = configs[name]
+		}
+		if body != nil {
+			h.Size = int64(len(body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if body != nil {
+			_, err = tw.Write(body)
+		} else if h.Typeflag == tar.TypeReg {
+			_, err = io.Copy(tw, ctxReader{ctx, tr})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !sawManifest {
+		return fmt.Errorf("%s has no manifest.json: not a docker-save tarball", p)
+	}
+	return tw.Close()
+}
+
+// untagManifest is manifest.json with every entry's RepoTags emptied; the
+// other fields are kept as they are.
+func untagManifest(r io.Reader) ([]byte, error) {
+	raw, err := io.ReadAll(io.LimitReader(r, maxManifest+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxManifest {
+		return nil, fmt.Errorf("larger than %d bytes", maxManifest)
+	}
+	var entries []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		return nil, fmt.Errorf("parsing: %w", err)
+	}
+	for _, e := range entries {
+		e["RepoTags"] = json.RawMessage("[]")
+	}
+	return json.Marshal(entries)
+}
+
+// maxManifest caps a docker-save manifest.json, which lists a few names per
+// image.
+const maxManifest = 1 << 20
 
 func writeEntry(tw *tar.Writer, name string, size int64, body func(io.Writer) error) error {
 	if err := tw.WriteHeader(&tar.Header{Name: path.Clean(name), Typeflag: tar.TypeReg, Mode: 0o644, Size: size}); err != nil {

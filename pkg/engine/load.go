@@ -2,9 +2,6 @@ package engine
 
 import (
 	"archive/tar"
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,6 +18,7 @@ import (
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/client"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sirupsen/logrus"
 )
 
@@ -108,10 +106,27 @@ type saveManifest struct {
 	Layers   []string
 }
 
-// readSaveManifest reads manifest.json and hashes the config blobs it names
-// (in a second pass: entry order is not fixed; uncompressed tarballs skip
-// layer content by seeking).
+// readSaveManifest reads manifest.json and hashes the config blobs it names.
 func readSaveManifest(ctx context.Context, tarPath string) ([]LoadedImage, error) {
+	manifests, configs, err := readSave(ctx, tarPath)
+	if err != nil {
+		return nil, err
+	}
+	images := make([]LoadedImage, 0, len(manifests))
+	for _, m := range manifests {
+		images = append(images, LoadedImage{ID: digestOf(configs[cleanTarName(m.Config)]), RepoTags: m.RepoTags})
+	}
+	return images, nil
+}
+
+// maxConfig caps an image config read whole (pkg/baseimage reads them with
+// the same limit).
+const maxConfig = 64 << 20
+
+// readSave reads manifest.json and the config blobs it names, by entry
+// name (in a second pass: entry order is not fixed; uncompressed tarballs
+// skip layer content by seeking).
+func readSave(ctx context.Context, tarPath string) ([]saveManifest, map[string][]byte, error) {
 	var manifests []saveManifest
 	err := walkTar(ctx, tarPath, func(name string, r io.Reader) (bool, error) {
 		if name != "manifest.json" {
@@ -123,71 +138,60 @@ func readSaveManifest(ctx context.Context, tarPath string) ([]LoadedImage, error
 		return true, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if manifests == nil {
-		return nil, errors.New("no manifest.json: not a docker-save tarball")
+		return nil, nil, errors.New("no manifest.json: not a docker-save tarball")
 	}
 	if len(manifests) == 0 {
-		return nil, errors.New("manifest.json lists no images")
+		return nil, nil, errors.New("manifest.json lists no images")
 	}
-	digests := map[string]string{}
+	configs := map[string][]byte{}
 	for i, m := range manifests {
 		if m.Config == "" {
-			return nil, fmt.Errorf("manifest.json entry %d has no Config", i)
+			return nil, nil, fmt.Errorf("manifest.json entry %d has no Config", i)
 		}
-		digests[cleanTarName(m.Config)] = ""
+		configs[cleanTarName(m.Config)] = nil
 	}
+	left := len(configs)
 	err = walkTar(ctx, tarPath, func(name string, r io.Reader) (bool, error) {
-		if _, ok := digests[name]; !ok {
+		if c, ok := configs[name]; !ok || c != nil {
 			return false, nil
 		}
-		h := sha256.New()
-		if _, err := io.Copy(h, r); err != nil {
+		b, err := io.ReadAll(io.LimitReader(r, maxConfig+1))
+		if err != nil {
 			return true, fmt.Errorf("reading config %s: %w", name, err)
 		}
-		digests[name] = "sha256:" + hex.EncodeToString(h.Sum(nil))
-		for _, d := range digests {
-			if d == "" {
-				return false, nil
-			}
+		if len(b) > maxConfig {
+			return true, fmt.Errorf("config %s is larger than %d bytes", name, maxConfig)
 		}
-		return true, nil
+		configs[name] = b
+		left--
+		return left == 0, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	images := make([]LoadedImage, 0, len(manifests))
 	for _, m := range manifests {
-		id := digests[cleanTarName(m.Config)]
-		if id == "" {
-			return nil, fmt.Errorf("config %s named in manifest.json is not in the tarball", m.Config)
+		if configs[cleanTarName(m.Config)] == nil {
+			return nil, nil, fmt.Errorf("config %s named in manifest.json is not in the tarball", m.Config)
 		}
-		images = append(images, LoadedImage{ID: id, RepoTags: m.RepoTags})
 	}
-	return images, nil
+	return manifests, configs, nil
+}
+
+func digestOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
 }
 
 // walkTar calls fn for every regular file until fn reports it is done.
 func walkTar(ctx context.Context, tarPath string, fn func(name string, r io.Reader) (done bool, err error)) error {
-	f, err := os.Open(tarPath)
+	r, closeTar, err := baseimage.OpenTar(tarPath)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	br := bufio.NewReader(f)
-	var r io.Reader = f
-	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("opening gzip: %w", err)
-		}
-		defer zr.Close()
-		r = zr
-	} else if _, err := f.Seek(0, io.SeekStart); err != nil {
-		// Peek read ahead; rewind so tar reads f itself and can seek.
-		return err
-	}
+	defer closeTar()
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -217,7 +221,13 @@ func cleanTarName(n string) string {
 // Base is a base image loaded from a folder and tagged with the name FROM
 // uses (when the folder or its entry gives one).
 type Base struct {
-	ID         string
+	// ID is the image's ID in the daemon.
+	ID string
+	// FolderID is the ID of the image as the folder holds it (its config
+	// digest, checked against the folder's image-id or digest file). It
+	// differs from ID when the image was loaded with the build platform
+	// (LoadOptions.Platform).
+	FolderID   string
 	Repository string // empty: loaded by ID only
 	Tag        string
 }
@@ -246,17 +256,29 @@ func LoadBase(ctx context.Context, cli Client, dir string, log *logrus.Entry) (B
 	if err != nil {
 		return Base{}, fmt.Errorf("load base: %w", err)
 	}
-	return LoadFolder(ctx, cli, f, log)
+	return LoadFolder(ctx, cli, f, LoadOptions{}, log)
+}
+
+// LoadOptions say how LoadFolder hands an image to the daemon.
+type LoadOptions struct {
+	// Platform, when set, is written into a config that names no os or
+	// architecture before the image is loaded (baseimage.FillPlatform): the
+	// loaded image then has another config and ID than the folder's, with
+	// the same layers. BuildKit needs it to take the image for FROM.
+	Platform *v1.Platform
 }
 
 // LoadFolder loads a recognised base folder into the daemon, checks the
-// image got the ID the folder names (image-id, or oci-build-task's config
-// digest) and tags it with the folder's name, so a FROM naming it needs no
-// pull. Docker-save tarballs go to the daemon as they are; OCI layouts are
+// image the folder holds has the ID the folder names (image-id, or
+// oci-build-task's config digest) and tags it with the folder's name, so a
+// FROM naming it needs no pull. The daemon is given no other name: a
+// docker-save tarball's own tags (manifest.json's RepoTags) are left out on
+// the way, so one folder cannot move a name another folder gives. Docker-save
+// tarballs are streamed to the daemon entry by entry; OCI layouts are
 // written as a docker-save stream on the fly (dockerd 20.10 loads nothing
 // else), with zstd layers decompressed for daemons before Docker 23, which
 // cannot load zstd.
-func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, log *logrus.Entry) (Base, error) {
+func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOptions, log *logrus.Entry) (Base, error) {
 	log = orDiscard(log)
 	b := Base{Repository: f.Repository, Tag: f.Tag}
 	what := f.Ref()
@@ -269,49 +291,79 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, log *logru
 	}
 	log.Infof("loading base image %s from %s (%s)", what, f.Dir, detail)
 
-	var img baseimage.Image
-	convert := f.Kind != baseimage.DockerSave
-	if convert {
-		img = f.Image.Image()
-	} else if !zstdLoads(ctx, cli) {
+	// The image as written: a layout's, or a docker-save tarball's to
+	// rewrite (zstd layers for an old daemon); else the tarball is streamed.
+	var img *baseimage.Image
+	if f.Kind != baseimage.DockerSave {
+		i := f.Image.Image()
+		img = &i
+	} else if f.Save != nil && f.Save.HasZstd() && !zstdLoads(ctx, cli) {
 		// A docker-save tarball may carry zstd layers too (gets of zstd
 		// images); only then is it rewritten.
-		if f.Save != nil && f.Save.HasZstd() {
-			img, convert = *f.Save, true
-		}
+		img = f.Save
 	}
-	if convert {
-		decompress := img.HasZstd() && !zstdLoads(ctx, cli)
-		if decompress {
-			log.Infof("base %s has zstd layers, which this dockerd cannot load (Docker 23 and later can): loading them decompressed", what)
-		}
-		if err := loadStream(ctx, cli, img, decompress, log); err != nil {
-			return Base{}, fmt.Errorf("load base %s from %s: %w", what, f.Path, err)
-		}
-		b.ID = img.ID()
-		ins, err := cli.ImageInspect(ctx, b.ID)
-		if err != nil {
-			return Base{}, fmt.Errorf("load base %s: image %s not in the daemon after loading: %w", what, b.ID, err)
-		}
-		if ins.ID != b.ID {
-			return Base{}, fmt.Errorf("load base %s: daemon gave ID %s to the image whose config digest is %s", what, ins.ID, b.ID)
-		}
+	var raw []byte
+	cfgName := "" // the config's entry name in the streamed tarball
+	if img != nil {
+		raw = img.RawConfig
 	} else {
-		res, err := Load(ctx, cli, f.Path, log)
+		manifests, configs, err := readSave(ctx, f.Path)
 		if err != nil {
-			return Base{}, fmt.Errorf("load base %s: %w", what, err)
+			return Base{}, fmt.Errorf("load base %s: %s: %w", what, f.Path, err)
 		}
-		if len(res.Images) != 1 {
-			return Base{}, fmt.Errorf("load base %s: %s holds %d images, want 1", what, f.Path, len(res.Images))
+		if len(manifests) != 1 {
+			return Base{}, fmt.Errorf("load base %s: %s holds %d images, want 1", what, f.Path, len(manifests))
 		}
-		b.ID = res.Images[0].ID
+		cfgName = cleanTarName(manifests[0].Config)
+		raw = configs[cfgName]
 	}
-	if f.ImageID != "" && b.ID != f.ImageID {
+	b.FolderID = digestOf(raw)
+	if f.ImageID != "" && b.FolderID != f.ImageID {
 		src := filepath.Join(f.Dir, BaseImageIDFile)
 		if f.Kind != baseimage.DockerSave || filepath.Base(f.Path) != BaseImageFile {
 			src = filepath.Join(f.Dir, baseimage.DigestFile)
 		}
-		return Base{}, fmt.Errorf("load base %s: %s loaded as image %s, but %s says %s: the folder was changed or mixed after it was written; fetch it again", what, f.Path, b.ID, src, f.ImageID)
+		return Base{}, fmt.Errorf("load base %s: %s holds image %s, but %s says %s: the folder was changed or mixed after it was written; fetch it again", what, f.Path, b.FolderID, src, f.ImageID)
+	}
+	config := raw
+	if o.Platform != nil {
+		filled, changed, err := baseimage.FillPlatform(raw, *o.Platform)
+		if err != nil {
+			return Base{}, fmt.Errorf("load base %s: %s: %w", what, f.Path, err)
+		}
+		if changed {
+			config = filled
+			log.Infof("base %s: its config names no os/architecture, so BuildKit would not take it for FROM (it would go to the registry for it); loading it as %s with the build platform %s (the same layers; the folder's image is %s)",
+				what, ShortID(digestOf(config)), platformString(*o.Platform), ShortID(b.FolderID))
+		}
+	}
+	b.ID = digestOf(config)
+
+	var err error
+	if img != nil {
+		load := *img
+		load.RawConfig = config
+		decompress := load.HasZstd() && !zstdLoads(ctx, cli)
+		if decompress {
+			log.Infof("base %s has zstd layers, which this dockerd cannot load (Docker 23 and later can): loading them decompressed", what)
+		}
+		err = loadStream(ctx, cli, func(w io.Writer) error { return baseimage.WriteDockerSave(ctx, w, load, decompress) }, log)
+	} else {
+		var replace map[string][]byte
+		if b.ID != b.FolderID {
+			replace = map[string][]byte{cfgName: config}
+		}
+		err = loadStream(ctx, cli, func(w io.Writer) error { return baseimage.CopySave(ctx, w, f.Path, replace) }, log)
+	}
+	if err != nil {
+		return Base{}, fmt.Errorf("load base %s from %s: %w", what, f.Path, err)
+	}
+	ins, err := cli.ImageInspect(ctx, b.ID)
+	if err != nil {
+		return Base{}, fmt.Errorf("load base %s: image %s not in the daemon after loading: %w", what, b.ID, err)
+	}
+	if ins.ID != b.ID {
+		return Base{}, fmt.Errorf("load base %s: daemon gave ID %s to the image whose config digest is %s", what, ins.ID, b.ID)
 	}
 	if b.Repository == "" {
 		// The caller warns when a name was needed (not for params.load).
@@ -325,13 +377,21 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, log *logru
 	return b, nil
 }
 
-// loadStream writes img as a docker-save stream straight into ImageLoad:
-// no temporary copy of the layers.
-func loadStream(ctx context.Context, cli Client, img baseimage.Image, decompressZstd bool, log *logrus.Entry) error {
+func platformString(p v1.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// loadStream sends what write writes (a docker-save stream) straight into
+// ImageLoad: no temporary copy of the layers.
+func loadStream(ctx context.Context, cli Client, write func(io.Writer) error, log *logrus.Entry) error {
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
-		err := baseimage.WriteDockerSave(ctx, pw, img, decompressZstd)
+		err := write(pw)
 		pw.CloseWithError(err)
 		werr <- err
 	}()

@@ -82,21 +82,9 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 
 	t = time.Now()
 	enterPhase(ctx, "load")
-	var cacheFrom []string
-	for _, f := range plan.baseFolders {
-		b, err := engine.LoadFolder(ctx, cli, f, s.log)
-		if err != nil {
-			return nil, fmt.Errorf("load_base %s: %w", rel(srcDir, f.Dir), err)
-		}
-		warnUnnamed(s, "load_base", rel(srcDir, f.Dir), f, b)
-	}
-	for _, f := range plan.cacheFolders {
-		b, err := engine.LoadFolder(ctx, cli, f, s.log)
-		if err != nil {
-			return nil, fmt.Errorf("cache_from %s: %w", rel(srcDir, f.Dir), err)
-		}
-		warnUnnamed(s, "cache_from", rel(srcDir, f.Dir), f, b)
-		cacheFrom = append(cacheFrom, b.Ref()) // the ID when unnamed
+	_, cacheFrom, err := loadBases(ctx, s, cli, srcDir, plan)
+	if err != nil {
+		return nil, err
 	}
 	if len(plan.baseFolders)+len(plan.cacheFolders) > 0 {
 		timing.since("load", t)
@@ -138,7 +126,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, params *protocol.OutParams, cacheFrom []string, env Env) (string, error) {
 	switch plan.source {
 	case "load":
-		b, err := engine.LoadFolder(ctx, cli, plan.loadFolder, s.log)
+		b, err := engine.LoadFolder(ctx, cli, plan.loadFolder, engine.LoadOptions{}, s.log)
 		if err != nil {
 			return "", fmt.Errorf("load %s: %w", params.Load, err)
 		}

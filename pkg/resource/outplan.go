@@ -34,6 +34,9 @@ type putPlan struct {
 	baseFolders  []*baseimage.Folder
 	cacheFolders []*baseimage.Folder
 	loadFolder   *baseimage.Folder
+	// folderParam names each folder's entry for messages, e.g.
+	// "params.load_bases[1] (ubuntu)".
+	folderParam map[*baseimage.Folder]string
 
 	src *protocol.Source
 	// buildkit and secrets are set by planBuilder (outbuilder.go).
@@ -172,6 +175,7 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 	for i, b := range params.LoadBases {
 		bases = append(bases, entry{fmt.Sprintf("load_bases[%d]", i), b})
 	}
+	plan.folderParam = map[*baseimage.Folder]string{}
 	for _, b := range bases {
 		if b.entry.Path == "" {
 			continue
@@ -181,13 +185,27 @@ func planPut(env Env, s *session, srcDir string, req *protocol.OutRequest) (*put
 			return nil, err
 		}
 		plan.baseFolders = append(plan.baseFolders, f)
+		plan.folderParam[f] = fmt.Sprintf("params.%s (%s)", b.field, b.entry.Path)
 	}
 	for i, c := range params.CacheFrom {
-		f, err := checkSavedImage(fmt.Sprintf("cache_from[%d]", i), c, abs(c.Path))
+		field := fmt.Sprintf("cache_from[%d]", i)
+		f, err := checkSavedImage(field, c, abs(c.Path))
 		if err != nil {
 			return nil, err
 		}
 		plan.cacheFolders = append(plan.cacheFolders, f)
+		plan.folderParam[f] = fmt.Sprintf("params.%s (%s)", field, c.Path)
+	}
+	// Folders whose images are known from their files are checked now; the
+	// rest once loaded (loadBases).
+	var claims []nameClaim
+	for _, f := range slices.Concat(plan.baseFolders, plan.cacheFolders) {
+		if id := f.ID(); f.Named() && id != "" {
+			claims = append(claims, nameClaim{ref: f.Ref(), param: plan.folderParam[f], id: id})
+		}
+	}
+	if err := checkNameClaims(claims); err != nil {
+		return nil, err
 	}
 
 	plan.auth = registryAuth(src) // ECR tokens are added by ecrLoginPut

@@ -1,0 +1,98 @@
+package resource
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
+	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// loadBases loads the load_base, load_bases and cache_from folders into the
+// daemon and returns the references cache_from uses (the name, or the image
+// ID of an unnamed folder). The daemon gets only the names the folders give
+// (pkg/engine leaves a tarball's own tags out); afterwards every such name
+// must point at its folder's image, checked by ID, or the put fails.
+//
+// Under BuildKit a base whose config names no os/architecture is loaded
+// with the build platform, so that FROM takes it instead of going to the
+// registry (engine.LoadOptions); cache_from folders are loaded the same way,
+// so a folder given as both gets one image.
+func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string, plan *putPlan) ([]engine.Base, []string, error) {
+	var o engine.LoadOptions
+	if plan.source == "build" && plan.buildkit {
+		p := baseimage.HostPlatform()
+		o.Platform = &p
+	}
+	var loaded []engine.Base
+	var claims []nameClaim
+	var cacheFrom []string
+	load := func(param string, f *baseimage.Folder) (engine.Base, error) {
+		b, err := engine.LoadFolder(ctx, cli, f, o, s.log)
+		if err != nil {
+			return b, fmt.Errorf("%s %s: %w", param, rel(srcDir, f.Dir), err)
+		}
+		warnUnnamed(s, param, rel(srcDir, f.Dir), f, b)
+		loaded = append(loaded, b)
+		if b.Repository != "" {
+			claims = append(claims, nameClaim{ref: b.Ref(), param: plan.folderParam[f], id: b.ID})
+		}
+		return b, nil
+	}
+	for _, f := range plan.baseFolders {
+		if _, err := load("load_base", f); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, f := range plan.cacheFolders {
+		b, err := load("cache_from", f)
+		if err != nil {
+			return nil, nil, err
+		}
+		cacheFrom = append(cacheFrom, b.Ref())
+	}
+	if err := checkNameClaims(claims); err != nil {
+		return nil, nil, err
+	}
+	for _, c := range claims {
+		ins, err := cli.ImageInspect(ctx, c.ref)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %s is not in the daemon after loading: %w", c.param, c.ref, err)
+		}
+		if ins.ID != c.id {
+			return nil, nil, fmt.Errorf("%s: %s points at image %s after loading, not at the folder's %s", c.param, c.ref, ins.ID, c.id)
+		}
+	}
+	return loaded, cacheFrom, nil
+}
+
+// nameClaim is a name a base folder gives its image.
+type nameClaim struct {
+	ref   string // repository:tag as the folder or entry gives it
+	param string // e.g. "params.load_base (base)"
+	id    string
+}
+
+// checkNameClaims fails when two folders give one name (as the daemon
+// normalises it) to different images: a FROM can use only one of them.
+func checkNameClaims(claims []nameClaim) error {
+	first := map[string]nameClaim{}
+	for _, c := range claims {
+		key := c.ref
+		if t, err := name.NewTag(c.ref, name.WeakValidation); err == nil {
+			key = t.Name() // busybox and docker.io/library/busybox:latest are one name
+		}
+		prev, ok := first[key]
+		if !ok {
+			first[key] = c
+			continue
+		}
+		if prev.id != c.id {
+			return fmt.Errorf("%s and %s both name their image %s, but hold different images (%s and %s): a FROM can use only one of them. "+
+				"Name one of them differently with the object form {path: ..., repository: ..., tag: ...}, or leave it out",
+				prev.param, c.param, c.ref, engine.ShortID(prev.id), engine.ShortID(c.id))
+		}
+	}
+	return nil
+}
