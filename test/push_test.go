@@ -259,7 +259,7 @@ func TestPushOCIBase(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("out: %v\n%s", r.err, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "push: OCI media types") {
+	if !strings.Contains(r.stderr, "push: writing an OCI image manifest, the base image's own format") {
 		t.Errorf("the log does not name the OCI family:\n%s", r.stderr)
 	}
 	m, mt := manifestOf(t, reg, "oci/app:latest")

@@ -122,7 +122,7 @@ func readBase(dir string) (*base, error) {
 // registry's own, so its media types and bytes are kept.
 func layoutBase(b *base, img *baseimage.LayoutImage) (*base, error) {
 	b.config, b.id, b.raw, b.fixed = img.RawConfig, img.ID, img.RawManifest, true
-	b.family, b.familyWhy = docker, "the layout's manifest"
+	b.family, b.familyWhy = docker, "the base image's own format (its manifest in the OCI layout)"
 	if img.Descriptor.MediaType == types.OCIManifestSchema1 || img.Manifest.MediaType == types.OCIManifestSchema1 {
 		b.family = oci
 	}

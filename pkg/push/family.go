@@ -29,6 +29,14 @@ func (f family) String() string {
 	return "Docker"
 }
 
+// withArticle is "a Docker" or "an OCI", for the push summary.
+func (f family) withArticle() string {
+	if f == oci {
+		return "an OCI"
+	}
+	return "a Docker"
+}
+
 func (f family) manifest() types.MediaType {
 	if f == oci {
 		return types.OCIManifestSchema1
@@ -96,11 +104,14 @@ func (b *base) identify(ctx context.Context, reg *registry.Client) {
 	}
 }
 
+// guess picks the family docker push would, and says why the base's own is
+// unknown. familyWhy completes the push summary's "writing a Docker image
+// manifest, ...".
 func (b *base) guess(why string) {
-	b.family, b.familyWhy = docker, "assumed, "+why
+	b.family, b.familyWhy = docker, "the format docker push writes; the base image's own format is unknown: "+why
 	for _, l := range b.layers {
 		if l.comp == compression.ZStd {
-			b.family, b.familyWhy = oci, "zstd layers, "+why
+			b.family, b.familyWhy = oci, "as the base image's zstd-compressed layers need; its own format is unknown: "+why
 		}
 	}
 }
@@ -122,7 +133,7 @@ func (b *base) rebuild(want v1.Hash) bool {
 		}
 		for _, raw := range [][]byte{compact, indented} {
 			if sha256Hash(raw) == want {
-				b.family, b.familyWhy, b.raw, b.verified = f, "its manifest rebuilt to the digest "+want.String()[:19], raw, true
+				b.family, b.familyWhy, b.raw, b.verified = f, "the base image's own format (the base folder's files rebuild its manifest exactly, digest "+want.String()[:19]+")", raw, true
 				return true
 			}
 		}
@@ -182,7 +193,7 @@ func (b *base) fetch(ctx context.Context, reg *registry.Client, digest v1.Hash) 
 			verified = false // the bytes will be hashed instead
 		}
 	}
-	b.family, b.familyWhy, b.verified = f, "the registry's manifest "+digest.String()[:19], verified
+	b.family, b.familyWhy, b.verified = f, "the base image's own format (its manifest "+digest.String()[:19]+", read from the registry)", verified
 	if verified {
 		b.raw = desc.Manifest
 	}

@@ -372,17 +372,17 @@ func (w *writer) upload(ctx context.Context, layers []v1.Layer) error {
 // the first base layer): base layers name their original blobs, new ones
 // the gzip compressed here. sizes maps every blob digest to its size.
 func assemble(p *layerPlan, w *writer, config []byte, sv *saved, log *logrus.Entry) (*pushImage, map[string]int64, error) {
-	fam, why, found := docker, "no base layers", false
+	fam, why, found := docker, "the format docker push writes (no layer comes from a base folder)", false
 	for _, d := range p.diffIDs {
 		l, ok := p.blobs[d]
 		if ok && !found {
 			fam, why, found = l.base.family, l.base.familyWhy, true
 		}
 		if ok && l.comp == compression.ZStd {
-			fam, why = oci, "zstd layers have only OCI media types"
+			fam, why = oci, "as its zstd-compressed layers need (a Docker manifest cannot name zstd)"
 		}
 	}
-	log.Infof("push: %s media types (%s)", fam, why)
+	log.Infof("push: writing %s image manifest, %s", fam.withArticle(), why)
 	var layers []v1.Layer
 	var descs []v1.Descriptor
 	sizes := map[string]int64{sha256Hash(config).String(): int64(len(config))}
