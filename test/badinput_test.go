@@ -120,7 +120,7 @@ func TestBadInput(t *testing.T) {
 		{name: "unknown key in platform", verb: "in", req: map[string]any{"source": src(map[string]any{"platform": map[string]any{"arch": "arm64"}}), "version": ver}, want: []string{`unknown key "arch" in source.platform`, "architecture"}},
 		{name: "unknown get param", verb: "in", req: map[string]any{"source": src(nil), "version": ver, "params": map[string]any{"sav": true}}, want: []string{`unknown params key "sav"`, `did you mean "save"?`}},
 		{name: "unknown put param", verb: "out", req: build(map[string]any{"tag_fille": "tags/good"}), want: []string{`unknown params key "tag_fille"`, `did you mean "tag_file"?`}, binary: true},
-		{name: "unknown key in a secrets entry", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"env": "X", "fiel": "y"}}}), want: []string{`unknown key "fiel" in params.secrets.tok`, "known keys are: env, source"}},
+		{name: "unknown key in a secrets entry", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"env": "X", "fiel": "y"}}}), want: []string{`unknown key "fiel" in params.secrets.tok`, "known keys are: env, source, value"}},
 		{name: "unknown key in a load_bases entry", verb: "out", req: build(map[string]any{"load_bases": []any{map[string]any{"path": "saved", "tga": "1"}}}), want: []string{"params.load_bases[0]", `unknown entry key "tga"`, `did you mean "tag"?`}},
 
 		// Wrong types.
@@ -185,9 +185,11 @@ func TestBadInput(t *testing.T) {
 		{name: "import_file missing", verb: "out", req: outReq(map[string]any{"import_file": "nope.tar"}), want: []string{"params.import_file", "nope.tar does not exist"}},
 
 		// Build secrets.
-		{name: "secret with neither env nor source", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{}}}), want: []string{"params.secrets.tok: set exactly one of env", "or source"}},
-		{name: "secret with both env and source", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"env": "A", "source": "secrets/token"}}}), want: []string{"params.secrets.tok: set exactly one of env"}},
-		{name: "secret from an unset variable", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"env": "BADINPUT_UNSET_VARIABLE"}}}), want: []string{"params.secrets.tok", "BADINPUT_UNSET_VARIABLE", "is not set"}},
+		{name: "secret with neither value, env nor source", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{}}}), want: []string{"params.secrets.tok: set exactly one of value", "value: ((npm_token))", "source", "env"}},
+		{name: "secret with both env and source", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"env": "A", "source": "secrets/token"}}}), want: []string{"params.secrets.tok: set exactly one of value"}},
+		{name: "secret with both value and source", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"value": "badinput-value-3e8a", "source": "secrets/token"}}}), want: []string{"params.secrets.tok: set exactly one of value"}},
+		{name: "secret value that is an object", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"value": map[string]any{"badinput-key-71c0": 1}}}}), want: []string{"params.secrets.tok.value: expected a string, got an object"}},
+		{name: "secret from an unset variable", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"env": "BADINPUT_UNSET_VARIABLE"}}}), want: []string{"params.secrets.tok.env", "BADINPUT_UNSET_VARIABLE", "is not set in the put's container", "only BUILD_* variables, ATC_EXTERNAL_URL", "use value: ((var))", "or source:"}},
 		{name: "secret from a missing file", verb: "out", req: build(map[string]any{"secrets": map[string]any{"tok": map[string]any{"source": "secrets/nope"}}}), want: []string{"params.secrets.tok.source", "secrets/nope does not exist"}},
 
 		// Certificates, registries, numbers.

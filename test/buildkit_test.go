@@ -4,12 +4,15 @@ import (
 	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -91,29 +94,43 @@ func TestBuildKitSecrets(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	reg.Push(t, "bk/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{}))
 	srcDir := t.TempDir()
-	const envMarker, fileMarker = "env-secret-7f3a9c21", "file-secret-52be0d84"
+	// The value form is how a pipeline passes a credential: value:
+	// ((npm_token)) arrives in the request, newline and all.
+	const envMarker, fileMarker, valueMarker = "env-secret-7f3a9c21", "file-secret-52be0d84\n", "value-secret-0c9d3e17\n"
 	t.Setenv("BK_TEST_TOKEN", envMarker)
 	writeFiles(t, srcDir, map[string]string{
 		"secret.txt": fileMarker,
-		// cat prints both secrets into the build log: the log must mask them.
+		// cat prints the secrets into the build log: the log must mask them.
 		"app/Dockerfile": "FROM " + reg.Host + "/bk/base:1\n" +
-			"RUN --mount=type=secret,id=api-key.v1 --mount=type=secret,id=file-secret " +
-			"cat /run/secrets/api-key.v1 /run/secrets/file-secret && " +
-			"sha256sum /run/secrets/api-key.v1 /run/secrets/file-secret | cut -d' ' -f1 > /sums\n",
+			"RUN --mount=type=secret,id=api-key.v1 --mount=type=secret,id=file-secret --mount=type=secret,id=npm_token " +
+			"cat /run/secrets/api-key.v1 /run/secrets/file-secret /run/secrets/npm_token && " +
+			"sha256sum /run/secrets/api-key.v1 /run/secrets/file-secret /run/secrets/npm_token | cut -d' ' -f1 > /sums\n",
 	})
-	resp := putOK(t, srcDir, map[string]any{
+	r := runOut(t, srcDir, map[string]any{
 		"source": source(reg, "bk/secrets", map[string]any{"debug": true}),
 		"params": map[string]any{"build": "app", "secrets": map[string]any{
 			"api-key.v1":  map[string]any{"env": "BK_TEST_TOKEN"},
 			"file-secret": map[string]any{"source": "secret.txt"},
+			"npm_token":   map[string]any{"value": valueMarker},
 		}},
 	})
+	if r.err != nil {
+		t.Fatalf("out: %v\n%s", r.err, r.stderr)
+	}
+	var resp protocol.Response
+	if err := json.Unmarshal([]byte(r.stdout), &resp); err != nil {
+		t.Fatalf("stdout %q: %v", r.stdout, err)
+	}
+	wantLog(t, "out", r.stderr, "build secrets: api-key.v1, file-secret, npm_token\n")
 	img := pushedImage(t, reg, "bk/secrets:latest")
 	sums, ok := imageFile(t, img, "/sums")
-	if !ok || len(strings.Fields(sums)) != 2 || strings.Fields(sums)[0] != sha(envMarker) || strings.Fields(sums)[1] != sha(fileMarker) {
-		t.Errorf("the RUN step did not see the secrets: /sums = %q", sums)
+	if f := strings.Fields(sums); !ok || len(f) != 3 || f[0] != sha(envMarker) || f[1] != sha(fileMarker) || f[2] != sha(valueMarker) {
+		t.Errorf("the RUN step did not see the secrets byte for byte: /sums = %q", sums)
 	}
-	for _, m := range []string{envMarker, fileMarker} {
+	for _, m := range []string{envMarker, strings.TrimSpace(fileMarker), strings.TrimSpace(valueMarker)} {
+		if strings.Contains(r.stderr, m) {
+			t.Errorf("secret %s is in the log:\n%s", m, r.stderr)
+		}
 		if where := imageContains(t, img, m); where != "" {
 			t.Errorf("secret %s is in the image's %s", m, where)
 		}
@@ -121,6 +138,67 @@ func TestBuildKitSecrets(t *testing.T) {
 			t.Errorf("secret in the response")
 		}
 	}
+}
+
+// TestLogsReadCleanly: what a person reads in fly. Lines are the coloured
+// level word, one space and the message, never padded with trailing
+// spaces; a failed BuildKit step says ERROR once; the push summary says in
+// words which manifest format the image gets and why.
+func TestLogsReadCleanly(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	baseDigest := reg.Push(t, "logs/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{})).String()
+	srcDir := t.TempDir()
+	getOK(t, filepath.Join(srcDir, "base"), map[string]any{
+		"source": source(reg, "logs/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": baseDigest},
+		"params": map[string]any{"save": true},
+	})
+	from := "FROM " + reg.Host + "/logs/base:1\n"
+	writeFiles(t, srcDir, map[string]string{
+		"ok/Dockerfile":   from + "RUN echo short && echo a-much-longer-line-of-build-output-than-forty-four-columns\n",
+		"fail/Dockerfile": from + "RUN echo about to fail && exit 3\n",
+	})
+	line := regexp.MustCompile(`^\x1b\[[0-9;]+m(DEBUG|INFO|WARNING|ERROR)\x1b\[0m .`)
+	clean := func(t *testing.T, log string) {
+		t.Helper()
+		lines := strings.Split(strings.TrimSuffix(log, "\n"), "\n")
+		if len(lines) < 10 {
+			t.Fatalf("only %d log lines:\n%s", len(lines), log)
+		}
+		for _, l := range lines {
+			if strings.TrimRight(l, " \t") != l || !line.MatchString(l) {
+				t.Errorf("log line %q is padded or not \"LEVEL message\"", l)
+			}
+		}
+	}
+	for _, bk := range []int{1, 0} {
+		t.Run(map[int]string{1: "buildkit", 0: "classic"}[bk], func(t *testing.T) {
+			r := runOut(t, srcDir, map[string]any{"source": source(reg, "logs/app", map[string]any{"debug": true}),
+				"params": map[string]any{"build": "ok", "load_base": "base", "docker_buildkit": bk}})
+			if r.err != nil {
+				t.Fatalf("out: %v\n%s", r.err, r.stderr)
+			}
+			clean(t, r.stderr)
+			wantLog(t, "out", r.stderr, "\x1b[36mINFO\x1b[0m ", debugLine, "short\n", "a-much-longer-line-of-build-output-than-forty-four-columns\n",
+				"push: writing a Docker image manifest, the base image's own format (the base folder's files rebuild its manifest exactly, digest "+baseDigest[:19]+")\n")
+			if strings.Contains(r.stderr, "media types") {
+				t.Errorf("the push summary speaks of media types:\n%s", r.stderr)
+			}
+		})
+	}
+	t.Run("a failed BuildKit step", func(t *testing.T) {
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "logs/fail", nil), "params": map[string]any{"build": "fail", "load_base": "base", "docker_buildkit": 1}})
+		if r.err == nil {
+			t.Fatal("the build succeeded")
+		}
+		clean(t, r.stderr)
+		// 20.10: "executor failed running [...]: exit code: 3"; 26.1:
+		// "process ... did not complete successfully: exit code: 3".
+		failed := regexp.MustCompile(`(?m)^\x1b\[31mERROR\x1b\[0m #\d+ \S.*exit code: 3$`)
+		if !failed.MatchString(r.stderr) || strings.Contains(r.stderr, "ERROR:") {
+			t.Errorf("want one ERROR line for the failed step, without a second ERROR:\n%s", r.stderr)
+		}
+		wantLog(t, "out", r.stderr, "about to fail\n")
+	})
 }
 
 // TestBuildKitBuilds runs the put's build features under BuildKit: a loaded

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -20,7 +21,10 @@ const (
 	markAWSSecret  = "awssecret-marker-71c2e4"  // aws_secret_access_key (non-ECR repository)
 	markAWSSession = "awssession-marker-0d9f3a" // aws_session_token
 	markBuildEnv   = "buildenv-marker-4b8e21"   // a build secret from an env var
-	markBuildFile  = "buildfile-marker-c03a77"  // a build secret from a file
+	markBuildFile  = "buildfile-marker-c03a77"  // a build secret from a file that ends in a newline
+	markBuildValue = "buildvalue-marker-8d41f6" // a build secret given as value:, with a trailing newline
+	markMultiA     = "multia-marker-1f6b92"     // a line of a multi-line (JSON) build secret file
+	markMultiB     = "multib-marker-a730c4"     // another line of it
 	markWrongPW    = "wrongpw-marker-66e0d2"    // a password the registry refuses
 )
 
@@ -48,6 +52,20 @@ func (m *secretScan) result(t *testing.T, what string, r result) {
 		m.text(t, what+" error", r.err.Error())
 	}
 }
+
+// wantLog fails the test unless the log shows each of want: the test must
+// see the output and debug lines it relies on, or an empty log would pass.
+func wantLog(t *testing.T, what, log string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(log, w) {
+			t.Errorf("%s: the log lacks %q:\n%s", what, w, log)
+		}
+	}
+}
+
+// debugLine is how a debug line starts in the log (dim cyan level word).
+const debugLine = "\x1b[2;36mDEBUG\x1b[0m "
 
 // tree reads every regular file under dir (rootfs/, rootfs.tar, the image
 // tarball, metadata) and fails on a marker.
@@ -102,10 +120,14 @@ func TestSecretsNeverShow(t *testing.T) {
 
 	ca := testenv.NewCA(t)
 	certPEM, keyPEM := ca.Issue(t, "mtls.invalid")
-	// The key's first base64 line is as unique as a marker.
 	keyLines := strings.Split(string(keyPEM), "\n")
-	markKey := keyLines[1]
-	scan := &secretScan{markers: []string{markRegPW, markAddPW, markAWSSecret, markAWSSession, markBuildEnv, markBuildFile, markWrongPW, markKey, "PRIVATE KEY"}}
+	scan := &secretScan{markers: []string{markRegPW, markAddPW, markAWSSecret, markAWSSession, markBuildEnv, markBuildFile, markBuildValue,
+		markMultiA, markMultiB, markWrongPW, "PRIVATE KEY"}}
+	for _, l := range keyLines[1:] {
+		if l != "" && !strings.HasPrefix(l, "-----") {
+			scan.markers = append(scan.markers, l) // each base64 line is as unique as a marker
+		}
+	}
 
 	t.Setenv("SECRETS_TEST_BUILD_TOKEN", markBuildEnv)
 	src := func(repo string, extra map[string]any) map[string]any {
@@ -128,9 +150,7 @@ func TestSecretsNeverShow(t *testing.T) {
 		if r.err != nil || !strings.Contains(r.stdout, baseDigest) {
 			t.Fatalf("check: %v\n%s", r.err, r.stderr)
 		}
-		if !strings.Contains(r.stderr, "level=debug") && !strings.Contains(r.stderr, "DEBU") {
-			t.Logf("note: no debug lines in check's log:\n%s", r.stderr)
-		}
+		wantLog(t, "check", r.stderr, debugLine+"checking "+reg.Host+"/sec/base:1")
 		scan.result(t, "check", r)
 	})
 	t.Run("check with a wrong password", func(t *testing.T) {
@@ -155,6 +175,7 @@ func TestSecretsNeverShow(t *testing.T) {
 		if r.err != nil {
 			t.Fatalf("in: %v\n%s", r.err, r.stderr)
 		}
+		wantLog(t, "in", r.stderr, debugLine+"download: ")
 		scan.result(t, "in", r)
 		scan.tree(t, "in", dest)
 	})
@@ -170,37 +191,75 @@ func TestSecretsNeverShow(t *testing.T) {
 		}
 	})
 
-	// The build prints both build secrets into its log, pulls FROM the
+	// The build prints every build secret into its log, pulls FROM the
 	// other registry with its password, and pushes with source.password.
+	// The file secrets have the shapes real ones have: a trailing newline
+	// (echo tok > file, .npmrc) and several lines (JSON, PEM); one line
+	// reaches the log in two progress messages, stderr writing between them.
 	srcDir := t.TempDir()
-	run := "RUN --mount=type=secret,id=envsec --mount=type=secret,id=filesec cat /run/secrets/envsec /run/secrets/filesec"
+	multi := "{\n  \"token\": \"" + markMultiA + "\",\n  \"key\": \"" + markMultiB + "\"\n}\n"
+	mounts := "RUN --mount=type=secret,id=envsec --mount=type=secret,id=filesec --mount=type=secret,id=multisec --mount=type=secret,id=valuesec "
+	prints := "echo build-output-visible && sed 's/^/env: /' /run/secrets/envsec && echo && sed 's/^/file: /' /run/secrets/filesec && " +
+		"sed 's/^/value: /' /run/secrets/valuesec && sed 's/^/multi: /' /run/secrets/multisec && " +
+		"printf 'split: ' && head -c 9 /run/secrets/filesec && echo between-halves >&2 && sleep 1 && tail -c +10 /run/secrets/filesec"
 	writeFiles(t, srcDir, map[string]string{
-		"secret.txt":       markBuildFile,
-		"ok/Dockerfile":    "FROM " + other.Host + "/priv/base:1\n" + run + " && echo built > /built\n",
-		"fail/Dockerfile":  "FROM " + other.Host + "/priv/base:1\n" + run + " && echo failing on purpose && exit 3\n",
+		"secret.txt":       markBuildFile + "\n",
+		"multi.json":       multi,
+		"ok/Dockerfile":    "FROM " + other.Host + "/priv/base:1\n" + mounts + prints + " && echo built > /built\n",
+		"fail/Dockerfile":  "FROM " + other.Host + "/priv/base:1\n" + mounts + prints + " && echo failing on purpose && exit 3\n",
 		"tags/version.txt": "v1\n",
+		// The classic builder cannot mount secrets, but its output can
+		// carry a source secret: here the client key, a PEM file.
+		"classic/key.pem":    string(keyPEM),
+		"classic/Dockerfile": "FROM " + other.Host + "/priv/base:1\nCOPY key.pem /tmp/k\nRUN echo classic-output-visible && sed 's/^/key: /' /tmp/k && " +
+			"printf 'split: ' && sed -n 2p /tmp/k | head -c 20 && sleep 1 && sed -n 2p /tmp/k | tail -c +21 && echo failing on purpose && exit 3\n",
 	})
 	params := func(dir string) map[string]any {
 		return map[string]any{"build": dir, "tag_file": "tags/version.txt", "secrets": map[string]any{
-			"envsec":  map[string]any{"env": "SECRETS_TEST_BUILD_TOKEN"},
-			"filesec": map[string]any{"source": "secret.txt"},
+			"envsec":   map[string]any{"env": "SECRETS_TEST_BUILD_TOKEN"},
+			"filesec":  map[string]any{"source": "secret.txt"},
+			"multisec": map[string]any{"source": "multi.json"},
+			"valuesec": map[string]any{"value": markBuildValue + "\n"},
 		}}
 	}
+	// What the RUN step prints, masked: every secret line becomes ***;
+	// the JSON file's "{" and "}" are shorter than the redactor's minimum
+	// and stay.
+	// Each is a whole line: a mask that ate the newline would join lines.
+	masked := []string{"build-output-visible\n", "env: ***\n", "file: ***\n", "value: ***\n", "multi: {\n", "multi: }\n", "split: ***\n", "between-halves\n"}
+	maskedJSON := regexp.MustCompile(`multi: +\*\*\*\n`)
 	t.Run("out", func(t *testing.T) {
 		r := runOut(t, srcDir, map[string]any{"source": src("sec/app", nil), "params": params("ok")})
 		if r.err != nil {
 			t.Fatalf("out: %v\n%s", r.err, r.stderr)
 		}
-		scan.result(t, "out", r)
-		if !strings.Contains(r.stderr, "***") {
-			t.Logf("note: the build log shows no masked value:\n%s", r.stderr)
+		wantLog(t, "out", r.stderr, append(masked, debugLine+"default route via", "dockerd --config-file", "build secrets: envsec, filesec, multisec, valuesec")...)
+		if n := len(maskedJSON.FindAllString(r.stderr, -1)); n != 2 {
+			t.Errorf("%d masked lines of the JSON secret, want 2:\n%s", n, r.stderr)
 		}
+		scan.result(t, "out", r)
 		scan.image(t, reg, "sec/app:v1")
 	})
 	t.Run("out with a failing build", func(t *testing.T) {
 		r := runOut(t, srcDir, map[string]any{"source": src("sec/fail", nil), "params": params("fail")})
-		if r.err == nil || !strings.Contains(r.err.Error()+r.stderr, "failing on purpose") {
-			t.Fatalf("out: %v\n%s", r.err, r.stderr)
+		if r.err == nil {
+			t.Fatalf("out succeeded\n%s", r.stderr)
+		}
+		// The error's excerpt of the failing step's last lines is masked too.
+		wantLog(t, "out's error", r.err.Error(), append(masked, "output of the failing step", "failing on purpose")...)
+		wantLog(t, "out", r.stderr, masked...)
+		scan.result(t, "out", r)
+	})
+	t.Run("out with the classic builder", func(t *testing.T) {
+		r := runOut(t, srcDir, map[string]any{"source": src("sec/classic", nil), "params": map[string]any{"build": "classic", "docker_buildkit": 0}})
+		if r.err == nil {
+			t.Fatalf("out succeeded\n%s", r.stderr)
+		}
+		keyMasked := []string{"classic-output-visible\n", "key: ***\n", "split: ***\n", "failing on purpose"}
+		wantLog(t, "out", r.stderr, append(keyMasked, "Step 3/3 : RUN echo classic-output-visible")...)
+		wantLog(t, "out's error", r.err.Error(), append(keyMasked, "output of the failing step")...)
+		if n, lines := strings.Count(r.stderr, "key: ***\n"), strings.Count(strings.TrimSpace(string(keyPEM)), "\n")+1; n != lines {
+			t.Errorf("%d masked key lines, want %d:\n%s", n, lines, r.stderr)
 		}
 		scan.result(t, "out", r)
 	})
@@ -209,7 +268,7 @@ func TestSecretsNeverShow(t *testing.T) {
 		if r.err == nil {
 			t.Fatal("out pushed with a wrong password")
 		}
-		t.Logf("error: %v", r.err)
+		wantLog(t, "out", r.stderr, masked...)
 		scan.result(t, "out", r)
 	})
 	assertRegistryHolds(t, reg, map[string][]string{"sec/base": {"1"}, "sec/app": {"v1"}})

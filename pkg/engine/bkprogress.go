@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +16,8 @@ import (
 // bkProgress turns BuildKit's trace messages into lines a person watching a
 // Concourse build can follow, in the style of `docker buildx --progress
 // plain`: "#3 [2/4] RUN make" when a step starts, its output as "#3 ..."
-// lines, and "#3 DONE 1.2s", "#3 CACHED" or "#3 ERROR: ..." when it ends.
+// lines, and "#3 DONE 1.2s", "#3 CACHED" or, at error level, "#3 <why it
+// failed>" when it ends.
 type bkProgress struct {
 	log   *logrus.Entry
 	steps map[string]*bkStep // by vertex digest
@@ -29,8 +31,12 @@ type bkStep struct {
 	n              int
 	name           string
 	started, ended bool
-	partial        string // log text after the last newline
-	tail           []string
+	// partial is the log text after the last newline, per stream (1
+	// stdout, 2 stderr): a line split across progress messages is logged
+	// whole, so a secret in it is masked, even when the other stream
+	// writes in between.
+	partial map[int64]string
+	tail    []string
 	shown          map[string]bool // status IDs already reported done
 }
 
@@ -69,7 +75,7 @@ func (p *bkProgress) step(digest, name string) *bkStep {
 	s, ok := p.steps[digest]
 	if !ok {
 		p.n++
-		s = &bkStep{n: p.n, name: name, shown: map[string]bool{}}
+		s = &bkStep{n: p.n, name: name, shown: map[string]bool{}, partial: map[int64]string{}}
 		p.steps[digest] = s
 	}
 	if s.name == "" {
@@ -93,7 +99,9 @@ func (p *bkProgress) vertex(v *controlapi.Vertex) {
 	switch {
 	case v.Error != "":
 		p.fail = s
-		p.log.Errorf("#%d ERROR: %s", s.n, v.Error)
+		// The level already says ERROR; buildx's "#3 ERROR: ..." would
+		// repeat it.
+		p.log.Errorf("#%d %s", s.n, v.Error)
 	case v.Cached:
 		p.log.Infof("#%d CACHED", s.n)
 	default:
@@ -130,21 +138,29 @@ func (p *bkProgress) status(vs *controlapi.VertexStatus) {
 
 func (p *bkProgress) logs(l *controlapi.VertexLog) {
 	s := p.step(l.Vertex, "")
-	s.partial += string(l.Msg)
+	text := s.partial[l.Stream] + string(l.Msg)
 	for {
-		i := strings.IndexByte(s.partial, '\n')
+		i := strings.IndexByte(text, '\n')
 		if i < 0 {
-			return
+			break
 		}
-		p.line(s, s.partial[:i])
-		s.partial = s.partial[i+1:]
+		p.line(s, text[:i])
+		text = text[i+1:]
 	}
+	s.partial[l.Stream] = text
 }
 
 func (p *bkProgress) flush(s *bkStep) {
-	if s.partial != "" {
-		p.line(s, s.partial)
-		s.partial = ""
+	streams := make([]int64, 0, len(s.partial))
+	for st, text := range s.partial {
+		if text != "" {
+			streams = append(streams, st)
+		}
+	}
+	slices.Sort(streams) // stdout before stderr
+	for _, st := range streams {
+		p.line(s, s.partial[st])
+		delete(s.partial, st)
 	}
 }
 

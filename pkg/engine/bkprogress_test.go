@@ -33,8 +33,9 @@ func TestBuildKitProgressIsReadable(t *testing.T) {
 		{Digest: "sha256:a", Name: "[1/3] FROM base", Started: ts(0), Completed: ts(0), Cached: true},
 		{Digest: "sha256:b", Name: "[2/3] RUN make", Started: ts(0)},
 	}}) + traceMessage(t, &controlapi.StatusResponse{Logs: []*controlapi.VertexLog{
-		{Vertex: "sha256:b", Msg: []byte("compiling\npart")},
-		{Vertex: "sha256:b", Msg: []byte("ial line\n")},
+		{Vertex: "sha256:b", Stream: 1, Msg: []byte("compiling\npart")},
+		{Vertex: "sha256:b", Stream: 2, Msg: []byte("a warning on stderr\n")},
+		{Vertex: "sha256:b", Stream: 1, Msg: []byte("ial line\n")},
 	}}) + traceMessage(t, &controlapi.StatusResponse{
 		Vertexes: []*controlapi.Vertex{{Digest: "sha256:b", Name: "[2/3] RUN make", Started: ts(0), Completed: ts(1500 * time.Millisecond)}},
 		Statuses: []*controlapi.VertexStatus{{ID: "sha256:0123456789abcdef0123", Vertex: "sha256:c", Total: 2048, Completed: ts(2 * time.Second)}},
@@ -68,12 +69,17 @@ func TestBuildKitProgressIsReadable(t *testing.T) {
 	}
 	_, err := readStream(t.Context(), strings.NewReader(stream), sr)
 	for _, want := range []string{
-		"#1 [1/3] FROM base", "#1 CACHED", "#2 [2/3] RUN make", "#2 compiling", "#2 partial line", "#2 DONE 1.5s",
-		"#3 layer 0123456789ab 2.048kB done", "#4 [3/3] RUN false", "#4 about to fail", "#4 ERROR: exit code: 1",
+		"#1 [1/3] FROM base", "#1 CACHED", "#2 [2/3] RUN make", "#2 compiling", "#2 a warning on stderr", "#2 partial line", "#2 DONE 1.5s",
+		"#3 layer 0123456789ab 2.048kB done", "#4 [3/3] RUN false", "#4 about to fail", "level=error msg=#4 exit code: 1\n",
 	} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
+	}
+	// A line split across messages is one line even when the other stream
+	// wrote in between; the error level is not repeated in the text.
+	if strings.Contains(logs.String(), "parta warning") || strings.Contains(logs.String(), "ERROR") {
+		t.Errorf("split or doubled lines:\n%s", logs.String())
 	}
 	if strings.Contains(logs.String(), "moby.buildkit") {
 		t.Errorf("raw trace messages in the log:\n%s", logs.String())

@@ -5,8 +5,10 @@ package logging
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -17,53 +19,103 @@ import (
 func New(r *Redactor, debug bool) *logrus.Entry {
 	l := logrus.New()
 	l.SetOutput(r)
-	// Concourse renders ANSI colours and stamps its own times.
-	l.SetFormatter(&logrus.TextFormatter{ForceColors: true, DisableTimestamp: true, PadLevelText: true})
+	l.SetFormatter(formatter{})
 	if debug {
 		l.SetLevel(logrus.DebugLevel)
 	}
 	return logrus.NewEntry(l)
 }
 
+// formatter writes "LEVEL message": the level word coloured (Concourse
+// renders ANSI colours and stamps its own times), then the message as
+// given. logrus's TextFormatter pads every coloured message to 44 columns
+// with trailing spaces, which a build page shows as ragged blank runs.
+type formatter struct{}
+
+// levelColours are logrus's own (cyan info, dim cyan debug, yellow warning,
+// red error), so the look stays what users know.
+var levelColours = map[logrus.Level]string{
+	logrus.TraceLevel: "2;37",
+	logrus.DebugLevel: "2;36",
+	logrus.InfoLevel:  "36",
+	logrus.WarnLevel:  "33",
+	logrus.ErrorLevel: "31",
+	logrus.FatalLevel: "31",
+	logrus.PanicLevel: "31",
+}
+
+func (formatter) Format(e *logrus.Entry) ([]byte, error) {
+	var b bytes.Buffer
+	colour, ok := levelColours[e.Level]
+	if !ok {
+		colour = "36"
+	}
+	fmt.Fprintf(&b, "\x1b[%sm%s\x1b[0m %s", colour, strings.ToUpper(e.Level.String()), strings.TrimSuffix(e.Message, "\n"))
+	keys := make([]string, 0, len(e.Data))
+	for k := range e.Data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%v", k, e.Data[k])
+	}
+	b.WriteByte('\n')
+	return b.Bytes(), nil
+}
+
+// MinMaskLength is the shortest text the redactor masks. A secret, or a line
+// of one, shorter than this is left alone: masking "a", "{", "}," or "---"
+// (a YAML file's first line, and part of every " ---> " line of the classic
+// builder) would blank the log without protecting anything.
+const MinMaskLength = 4
+
 // Redactor is an io.Writer that replaces secrets with "***". Log lines are
-// written whole, so a secret never straddles two writes.
+// written whole, so a secret line never straddles two writes.
 type Redactor struct {
 	mu      sync.Mutex
 	w       io.Writer
 	secrets [][]byte
+	seen    map[string]bool
 }
 
-// NewRedactor masks secrets (empty ones and those under 3 bytes are ignored:
-// masking "a" would garble every line) in what is written to w.
+// NewRedactor masks secrets in what is written to w (see Add).
 func NewRedactor(w io.Writer, secrets ...string) *Redactor {
 	r := &Redactor{w: w}
 	r.Add(secrets...)
 	return r
 }
 
-// Add registers more secrets.
+// Add registers more secrets. Each is masked whole and line by line, both
+// trimmed of surrounding white space: build output and the logs arrive a
+// line at a time without the newline, so a file that ends in one (`echo tok
+// > f`, an .npmrc, a PEM key) or holds several lines would otherwise never
+// match, and the log drops trailing white space and a CRLF file's carriage
+// returns. Masking the untrimmed value would swallow the line break after
+// it. Anything shorter than MinMaskLength is skipped.
 func (r *Redactor) Add(secrets ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[string]bool{}
+	}
 	for _, s := range secrets {
-		if len(s) >= 3 {
-			r.secrets = append(r.secrets, []byte(s))
+		for _, f := range append([]string{s}, strings.Split(s, "\n")...) {
+			f = strings.TrimSpace(f)
+			if len(f) < MinMaskLength || r.seen[f] {
+				continue
+			}
+			r.seen[f] = true
+			r.secrets = append(r.secrets, []byte(f))
 		}
 	}
 	// Longest first, so a secret containing another is masked whole.
-	sort.Slice(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
+	sort.SliceStable(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
 }
 
 func (r *Redactor) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := p
-	for _, s := range r.secrets {
-		if bytes.Contains(out, s) {
-			out = bytes.ReplaceAll(out, s, []byte("***"))
-		}
-	}
-	if _, err := r.w.Write(out); err != nil {
+	if _, err := r.w.Write(r.mask(p)); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -73,9 +125,14 @@ func (r *Redactor) Write(p []byte) (int, error) {
 func (r *Redactor) Redact(s string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	b := []byte(s)
-	for _, sec := range r.secrets {
-		b = bytes.ReplaceAll(b, sec, []byte("***"))
+	return string(r.mask([]byte(s)))
+}
+
+func (r *Redactor) mask(b []byte) []byte {
+	for _, s := range r.secrets {
+		if bytes.Contains(b, s) {
+			b = bytes.ReplaceAll(b, s, []byte("***"))
+		}
 	}
-	return string(b)
+	return b
 }

@@ -8,7 +8,7 @@ import (
 
 func TestRedactorMasksSecrets(t *testing.T) {
 	var buf bytes.Buffer
-	r := NewRedactor(&buf, "hunter2", "", "ab", "hunter2-longer")
+	r := NewRedactor(&buf, "hunter2", "", "abc", "hunter2-longer")
 	log := New(r, true)
 	log.Infof("password is hunter2-longer and hunter2")
 	log.Debugf("debug too: hunter2")
@@ -19,13 +19,64 @@ func TestRedactorMasksSecrets(t *testing.T) {
 	if strings.Count(out, "***") != 3 || !strings.Contains(out, "debug too") {
 		t.Errorf("log: %s", out)
 	}
-	// Short "secrets" are not masked: masking "ab" would garble every line.
-	log.Info("about")
-	if !strings.Contains(buf.String(), "about") {
-		t.Error("a two-letter secret was masked")
+	// Secrets under MinMaskLength are not masked: masking "abc" would
+	// garble every line that has the word.
+	log.Info("abcdef")
+	if !strings.Contains(buf.String(), "abcdef") {
+		t.Error("a three-letter secret was masked")
 	}
 	if got := r.Redact("x hunter2 y"); got != "x *** y" {
 		t.Errorf("Redact: %q", got)
+	}
+}
+
+// TestRedactorMasksEveryShape: a file secret arrives in the log line by
+// line, without its newline and with trailing white space dropped.
+func TestRedactorMasksEveryShape(t *testing.T) {
+	const pem = "-----BEGIN PRIVATE KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\nBKcwggSjAgEAAoIBAQC7\r\n-----END PRIVATE KEY-----\r\n"
+	var buf bytes.Buffer
+	r := NewRedactor(&buf, "tok-1234567\n", pem, "{\n  \"user\": \"ci\",\n  \"key\": \"k-998877\"\n}\n")
+	log := New(r, false)
+	for _, l := range []string{
+		"#5 tok-1234567", "#5 MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "#5 BKcwggSjAgEAAoIBAQC7",
+		"#5 -----END PRIVATE KEY-----", `#5 "key": "k-998877"`, "#5 {", "#5 }",
+	} {
+		log.Info(l)
+	}
+	out := buf.String()
+	for _, leak := range []string{"tok-1234567", "MIIEvQ", "BKcwgg", "END PRIVATE", "k-998877"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("%q leaked:\n%s", leak, out)
+		}
+	}
+	// Lines shorter than MinMaskLength ("{", "}") are left alone, and a
+	// mask never swallows the line break after it.
+	if !strings.Contains(out, "#5 {\n") || !strings.Contains(out, "#5 }\n") || strings.Count(out, "***\n") != 5 {
+		t.Errorf("log:\n%s", out)
+	}
+	// An error quoting the secret whole, or its lines joined another way.
+	for _, s := range []string{"read: " + pem, "excerpt:\n  tok-1234567\n  MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"} {
+		if got := r.Redact(s); strings.Contains(got, "tok-") || strings.Contains(got, "MIIEvQ") || !strings.Contains(got, "***") {
+			t.Errorf("Redact(%q) = %q", s, got)
+		}
+	}
+}
+
+// TestLogLinesAreNotPadded: a line is the coloured level word, one space
+// and the message, with no trailing spaces.
+func TestLogLinesAreNotPadded(t *testing.T) {
+	var buf bytes.Buffer
+	log := New(NewRedactor(&buf), true)
+	log.Info("short")
+	log.Warn("careful")
+	log.Error("#3 exit code: 1")
+	log.Debug("detail")
+	want := "\x1b[36mINFO\x1b[0m short\n" +
+		"\x1b[33mWARNING\x1b[0m careful\n" +
+		"\x1b[31mERROR\x1b[0m #3 exit code: 1\n" +
+		"\x1b[2;36mDEBUG\x1b[0m detail\n"
+	if buf.String() != want {
+		t.Errorf("log\n%q\nwant\n%q", buf.String(), want)
 	}
 }
 

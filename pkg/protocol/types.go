@@ -117,11 +117,29 @@ type BaseEntry struct {
 	Tag        Literal `json:"tag"`
 }
 
-// Secret is a build secret: exactly one of Env or Source.
+// Secret is a build secret: exactly one of Value (the secret itself,
+// usually a ((var)) Concourse fills from its credential manager), Source (a
+// file among the put's inputs) or Env (a variable of the put's own
+// environment, which Concourse fills only with BUILD_*, ATC_EXTERNAL_URL and
+// the resource type image's variables).
 type Secret struct {
-	Env    string `json:"env"`
+	Value  string `json:"value"`
 	Source string `json:"source"`
+	Env    string `json:"env"`
 }
+
+// String never shows the value: a request is never printed whole, but a %v
+// of params must not leak it either.
+func (s Secret) String() string {
+	v := ""
+	if s.Value != "" {
+		v = "***"
+	}
+	return "{Value:" + v + " Source:" + s.Source + " Env:" + s.Env + "}"
+}
+
+// GoString is String for %#v.
+func (s Secret) GoString() string { return s.String() }
 
 // CheckRequest is what check reads on stdin.
 type CheckRequest struct {

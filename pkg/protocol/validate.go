@@ -198,10 +198,25 @@ func (p *OutParams) Validate() error {
 		}
 	}
 	for _, id := range sortedKeys(p.Secrets) {
-		sec := p.Secrets[id]
-		if (sec.Env == "") == (sec.Source == "") {
-			return fmt.Errorf("params.secrets.%s: set exactly one of env (an environment variable) or source (a file path)", id)
+		if err := p.Secrets[id].validate("params.secrets." + id); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// validate wants exactly one way of giving the secret. It never quotes the
+// value.
+func (s Secret) validate(field string) error {
+	set := 0
+	for _, v := range []string{s.Value, s.Source, s.Env} {
+		if v != "" {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("%s: set exactly one of value (the secret itself, e.g. value: ((npm_token)) from your credential manager), "+
+			"source (a file among the put's inputs, relative to SRC) or env (a variable of the put's own environment)", field)
 	}
 	return nil
 }

@@ -31,6 +31,11 @@ func planBuilder(s *session, plan *putPlan, params *protocol.OutParams, abs func
 	if len(params.Secrets) == 0 {
 		return nil
 	}
+	// The values given in the request are masked before anything else can
+	// fail or log.
+	for _, sec := range params.Secrets {
+		s.redact.Add(sec.Value)
+	}
 	if params.DockerBuildkit != nil && !plan.buildkit {
 		return errors.New("params.secrets need BuildKit, but params.docker_buildkit is 0: remove docker_buildkit or set it to 1")
 	}
@@ -47,13 +52,18 @@ func planBuilder(s *session, plan *putPlan, params *protocol.OutParams, abs func
 			return errors.New("params.secrets: a secret has an empty id; use the id that RUN --mount=type=secret,id=... names")
 		}
 		var value []byte
-		if sec.Env != "" {
+		switch {
+		case sec.Value != "":
+			value = []byte(sec.Value)
+		case sec.Env != "":
 			v, ok := os.LookupEnv(sec.Env)
 			if !ok {
-				return fmt.Errorf("%s: environment variable %s is not set; set it for the put, or use source: <file> instead", field, sec.Env)
+				return fmt.Errorf("%s.env: environment variable %s is not set in the put's container. Concourse gives a put only BUILD_* variables, "+
+					"ATC_EXTERNAL_URL and the variables of the resource type's image, never a pipeline's params or credentials: "+
+					"use value: ((var)) to pass a credential, or source: <file> for a file among the put's inputs", field, sec.Env)
 			}
 			value = []byte(v)
-		} else {
+		default:
 			path := abs(sec.Source)
 			if err := regularFile(field+".source", path); err != nil {
 				return err
