@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -72,10 +73,15 @@ const MinMaskLength = 4
 // Redactor is an io.Writer that replaces secrets with "***". Log lines are
 // written whole, so a secret line never straddles two writes.
 type Redactor struct {
-	mu      sync.Mutex
-	w       io.Writer
-	secrets [][]byte
-	seen    map[string]bool
+	mu sync.Mutex
+	w  io.Writer
+	// byPrefix holds every masked text by its first MinMaskLength bytes,
+	// longest first: a line is scanned once whatever the number of
+	// secrets (a 500 KiB secret file has thousands of lines).
+	byPrefix map[string][][]byte
+	// pairs has a bit for every masked text's first two bytes: most
+	// positions of a line are ruled out without a map lookup.
+	pairs [1 << 16 / 64]uint64
 }
 
 // NewRedactor masks secrets in what is written to w (see Add).
@@ -95,21 +101,29 @@ func NewRedactor(w io.Writer, secrets ...string) *Redactor {
 func (r *Redactor) Add(secrets ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.seen == nil {
-		r.seen = map[string]bool{}
+	if r.byPrefix == nil {
+		r.byPrefix = map[string][][]byte{}
 	}
+	touched := map[string]bool{}
 	for _, s := range secrets {
 		for _, f := range append([]string{s}, strings.Split(s, "\n")...) {
 			f = strings.TrimSpace(f)
-			if len(f) < MinMaskLength || r.seen[f] {
+			if len(f) < MinMaskLength {
 				continue
 			}
-			r.seen[f] = true
-			r.secrets = append(r.secrets, []byte(f))
+			k := f[:MinMaskLength]
+			if slices.ContainsFunc(r.byPrefix[k], func(b []byte) bool { return string(b) == f }) {
+				continue
+			}
+			r.byPrefix[k] = append(r.byPrefix[k], []byte(f))
+			touched[k] = true
+			p := pair(f[0], f[1])
+			r.pairs[p/64] |= 1 << (p % 64)
 		}
 	}
-	// Longest first, so a secret containing another is masked whole.
-	sort.SliceStable(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
+	for k := range touched {
+		slices.SortStableFunc(r.byPrefix[k], func(a, b []byte) int { return len(b) - len(a) })
+	}
 }
 
 func (r *Redactor) Write(p []byte) (int, error) {
@@ -128,11 +142,41 @@ func (r *Redactor) Redact(s string) string {
 	return string(r.mask([]byte(s)))
 }
 
+// mask replaces every run of bytes covered by secrets with one "***":
+// overlapping or adjacent secrets are masked as their union, so no byte of
+// either shows.
 func (r *Redactor) mask(b []byte) []byte {
-	for _, s := range r.secrets {
-		if bytes.Contains(b, s) {
-			b = bytes.ReplaceAll(b, s, []byte("***"))
+	var out []byte
+	done := 0 // b[:done] is in out already
+	for i := 0; i+MinMaskLength <= len(b); {
+		end := i + r.longestAt(b, i)
+		if end == i {
+			i++
+			continue
+		}
+		for j := i + 1; j <= end && j+MinMaskLength <= len(b); j++ {
+			end = max(end, j+r.longestAt(b, j))
+		}
+		out = append(append(out, b[done:i]...), "***"...)
+		done, i = end, end
+	}
+	if out == nil {
+		return b
+	}
+	return append(out, b[done:]...)
+}
+
+// longestAt is the length of the longest secret at b[i:], or 0.
+func (r *Redactor) longestAt(b []byte, i int) int {
+	if p := pair(b[i], b[i+1]); r.pairs[p/64]&(1<<(p%64)) == 0 {
+		return 0
+	}
+	for _, s := range r.byPrefix[string(b[i:i+MinMaskLength])] {
+		if bytes.HasPrefix(b[i:], s) {
+			return len(s)
 		}
 	}
-	return b
+	return 0
 }
+
+func pair(a, b byte) uint32 { return uint32(a)<<8 | uint32(b) }

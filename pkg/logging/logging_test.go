@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -87,5 +88,44 @@ func TestDebugOffByDefault(t *testing.T) {
 	log.Warn("shown")
 	if strings.Contains(buf.String(), "hidden") || !strings.Contains(buf.String(), "shown") {
 		t.Errorf("log: %s", buf.String())
+	}
+}
+
+// TestRedactorOverlaps: overlapping or adjacent secrets are masked as one
+// run, so no byte of either shows, and text around them is kept.
+func TestRedactorOverlaps(t *testing.T) {
+	r := NewRedactor(nil, "abcdef", "defghij", "xyzw")
+	for in, want := range map[string]string{
+		"1abcdefghij2":     "1***2",
+		"abcdef":           "***",
+		"xyzwxyzw end":     "*** end",
+		"no secrets here.": "no secrets here.",
+		"ab cd abcde xyz":  "ab cd abcde xyz",
+		"tail xyzw":        "tail ***",
+	} {
+		if got := r.Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestRedactorLeavesNoSecret: text stitched from pieces of secrets and
+// noise never keeps a whole secret after masking.
+func TestRedactorLeavesNoSecret(t *testing.T) {
+	secrets := []string{"tok-1234567", "4567-tail", "-----BEGIN KEY-----", "MIIEvQIBADANBg", "aaaa", "aaab"}
+	r := NewRedactor(nil, secrets...)
+	rng := rand.New(rand.NewPCG(1, 2))
+	pieces := append([]string{"x", " ", "\n", "a", "ab", "tok-", "1234", "--", "MIIE"}, secrets...)
+	for range 20000 {
+		var sb strings.Builder
+		for range rng.IntN(8) {
+			sb.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		out := r.Redact(sb.String())
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				t.Fatalf("Redact(%q) = %q keeps %q", sb.String(), out, s)
+			}
+		}
 	}
 }
