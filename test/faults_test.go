@@ -342,6 +342,39 @@ func TestFaultsPut(t *testing.T) {
 			}
 		}
 	})
+	// Issue 12, item 11: a Retry-After of 2^63-1 s overflowed into a
+	// negative wait, the upload was sent again at once and the put went on
+	// against the registry's rate limit. A wait beyond the retry budget is
+	// not waited for: the put fails at once, saying what was asked.
+	t.Run("direct push gives up at once on a Retry-After beyond the budget", func(t *testing.T) {
+		p := testenv.StartFaultProxy(t, reg.Host, testenv.Fault{Kind: testenv.Fault429, Count: 1, RetryAfter: "9223372036854775807", Method: "PATCH"})
+		r := put(t, p, "faults/beyond", direct)
+		if r.err == nil {
+			t.Fatalf("the put succeeded after the registry asked it to wait 2^63-1 s:\n%s", r.stderr)
+		}
+		t.Logf("failed after %s: %v", took.Round(time.Millisecond), r.err)
+		for _, w := range []string{"429 Too Many Requests", "it asked to retry after 9223372036854775807s, beyond the 10s retry budget"} {
+			if !strings.Contains(r.err.Error(), w) {
+				t.Errorf("the error does not say %q", w)
+			}
+		}
+		if !strings.Contains(r.stderr, "are original blobs of the bases") || p.Faulted() != 1 {
+			t.Errorf("not the direct push through one 429 (faulted %d):\n%s", p.Faulted(), r.stderr)
+		}
+		// Other blobs' uploads may have been under way; the refused one was
+		// not sent again, and no manifest was written.
+		for _, rq := range p.RequestsMatching("PATCH", "/blobs/uploads/") {
+			if n := len(p.RequestsMatching("PATCH", rq.Path)); rq.Fault != 0 && n != 1 {
+				t.Errorf("the upload refused with the 429 was sent %d times", n)
+			}
+		}
+		for _, rq := range p.RequestsMatching("PUT", "/manifests/") {
+			t.Errorf("a manifest was written: %v", rq)
+		}
+		if strings.Contains(r.stderr, "retrying in -") {
+			t.Errorf("a negative wait:\n%s", r.stderr)
+		}
+	})
 	// dockerd retries an upload 5 times, 5, 10, 15 and 20 s apart, and
 	// ignores Retry-After.
 	t.Run("daemon push survives a 429, a 503 and a reset", func(t *testing.T) {
