@@ -267,3 +267,62 @@ func TestPutBaseWithoutPlatform(t *testing.T) {
 		})
 	}
 }
+
+// TestPutBaseWithoutGroup: a load_base that runs as a named user and has
+// /etc/passwd but no /etc/group. BuildKit (dockerd 20.10 here, 26.1 in the
+// image test) fails every RUN as that user with "unable to find groups for
+// spec app: invalid argument", the classic builder runs it. The put says so
+// before the build starts and what to do; the classic builder and a USER
+// given as uid:gid build it.
+func TestPutBaseWithoutGroup(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	srcDir := t.TempDir()
+	base := passwdNoGroup(t, "app", 81)
+	d := reg.Push(t, "ng/base:1", base)
+	getOK(t, filepath.Join(srcDir, "ng"), map[string]any{"source": source(reg, "ng/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": d.String()}, "params": map[string]any{"save": true}})
+	reg.Delete(t, "ng/base@"+d.String())
+	from := "FROM " + reg.Host + "/ng/base:1\n"
+	writeFiles(t, srcDir, map[string]string{
+		"app/Dockerfile":     from + "COPY Dockerfile /src/\nRUN id > /tmp/id\n",
+		"numeric/Dockerfile": from + "USER 1000:1000\nRUN id > /tmp/id\n",
+	})
+	put := func(t *testing.T, repo, build string, builder int) result {
+		return runOut(t, srcDir, map[string]any{"source": source(reg, repo, nil), "params": map[string]any{"build": build, "load_base": "ng", "docker_buildkit": builder}})
+	}
+
+	t.Run("BuildKit: fails before the build, saying why and what to do", func(t *testing.T) {
+		r := put(t, "ng/app", "app", 1)
+		if r.err == nil {
+			t.Fatalf("the put succeeded:\n%s", r.stderr)
+		}
+		for _, w := range []string{"app/Dockerfile line 3: BuildKit cannot run this RUN step as user \"app\" (set by the base's config)",
+			"the base " + reg.Host + "/ng/base:1, from params.load_base (ng), has /etc/passwd but no /etc/group",
+			"Add an /etc/group to the base", "USER 1000:1000", "docker_buildkit: 0"} {
+			if !strings.Contains(r.err.Error(), w) {
+				t.Errorf("err %v\nwant %q", r.err, w)
+			}
+		}
+		if !strings.Contains(r.stderr, "loaded base image "+reg.Host+"/ng/base:1") || strings.Contains(r.stderr, "RUN id >") {
+			t.Errorf("the check did not come between the load and the build:\n%s", r.stderr)
+		}
+		if vs := checkVersions(t, map[string]any{"source": source(reg, "ng/app", nil)}); len(vs) != 0 {
+			t.Errorf("pushed %v", vs)
+		}
+	})
+
+	t.Run("the classic builder runs it", func(t *testing.T) {
+		putOK(t, srcDir, map[string]any{"source": source(reg, "ng/classic", nil), "params": map[string]any{"build": "app", "load_base": "ng", "docker_buildkit": 0}})
+		if id, ok := imageFile(t, pushedImage(t, reg, "ng/classic:latest"), "/tmp/id"); !ok || !strings.HasPrefix(id, "uid=1000(app) gid=1000") {
+			t.Errorf("/tmp/id %q (%v)", id, ok)
+		}
+	})
+
+	t.Run("BuildKit with USER uid:gid, as the message says", func(t *testing.T) {
+		if r := put(t, "ng/numeric", "numeric", 1); r.err != nil {
+			t.Fatalf("out: %v\n%s", r.err, r.stderr)
+		}
+		if id, ok := imageFile(t, pushedImage(t, reg, "ng/numeric:latest"), "/tmp/id"); !ok || !strings.HasPrefix(id, "uid=1000(app) gid=1000") {
+			t.Errorf("/tmp/id %q (%v)", id, ok)
+		}
+	})
+}

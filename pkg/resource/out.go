@@ -82,7 +82,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 
 	t = time.Now()
 	enterPhase(ctx, "load")
-	_, cacheFrom, err := loadBases(ctx, s, cli, srcDir, plan)
+	bases, cacheFrom, err := loadBases(ctx, s, cli, srcDir, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +93,9 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	t = time.Now()
 	enterPhase(ctx, plan.source)
 	plan.certsDir = d.CertsDir()
+	if err := checkBaseUsers(ctx, cli, srcDir, plan, params.TargetName, bases); err != nil {
+		return nil, err
+	}
 	imageID, err := produce(ctx, s, cli, plan, params, cacheFrom, env)
 	timing.since(plan.source, t)
 	if err != nil {

@@ -3,9 +3,12 @@ package resource
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/usercheck"
+	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -19,13 +22,13 @@ import (
 // with the build platform, so that FROM takes it instead of going to the
 // registry (engine.LoadOptions); cache_from folders are loaded the same way,
 // so a folder given as both gets one image.
-func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string, plan *putPlan) ([]engine.Base, []string, error) {
+func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string, plan *putPlan) ([]loadedBase, []string, error) {
 	var o engine.LoadOptions
 	if plan.source == "build" && plan.buildkit {
 		p := baseimage.HostPlatform()
 		o.Platform = &p
 	}
-	var loaded []engine.Base
+	var loaded []loadedBase
 	var claims []nameClaim
 	var cacheFrom []string
 	load := func(param string, f *baseimage.Folder) (engine.Base, error) {
@@ -34,7 +37,7 @@ func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string
 			return b, fmt.Errorf("%s %s: %w", param, rel(srcDir, f.Dir), err)
 		}
 		warnUnnamed(s, param, rel(srcDir, f.Dir), f, b)
-		loaded = append(loaded, b)
+		loaded = append(loaded, loadedBase{Base: b, param: plan.folderParam[f]})
 		if b.Repository != "" {
 			claims = append(claims, nameClaim{ref: b.Ref(), param: plan.folderParam[f], id: b.ID})
 		}
@@ -65,6 +68,67 @@ func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string
 		}
 	}
 	return loaded, cacheFrom, nil
+}
+
+// loadedBase is a base in the daemon and the entry that loaded it.
+type loadedBase struct {
+	engine.Base
+	param string // e.g. "params.load_base (base)"
+}
+
+// checkBaseUsers fails a BuildKit build before it starts when a RUN step
+// the build needs would run as a user BuildKit cannot look up in a loaded
+// base: one without /etc/group (or /etc/passwd), where the classic builder
+// runs the step (pkg/usercheck).
+func checkBaseUsers(ctx context.Context, cli *client.Client, srcDir string, plan *putPlan, target string, loaded []loadedBase) error {
+	if plan.source != "build" || !plan.buildkit || len(loaded) == 0 {
+		return nil
+	}
+	df, err := os.ReadFile(plan.dockerfile)
+	if err != nil {
+		return fmt.Errorf("build: reading %s: %w", rel(srcDir, plan.dockerfile), err)
+	}
+	byRef := map[string]*usercheck.Base{}
+	for _, b := range loaded {
+		key := usercheck.RefKey(b.Ref())
+		if b.Repository == "" || key == "" || byRef[key] != nil {
+			continue
+		}
+		ins, err := cli.ImageInspect(ctx, b.ID)
+		if err != nil {
+			return fmt.Errorf("%s: inspecting the loaded image %s: %w", b.param, engine.ShortID(b.ID), err)
+		}
+		ub := &usercheck.Base{Ref: b.Ref(), Param: b.param}
+		if c := ins.Config; c != nil {
+			ub.User, ub.Env, ub.WorkingDir, ub.OnBuild = c.User, c.Env, c.WorkingDir, len(c.OnBuild) > 0
+		}
+		id := b.ID
+		ub.Files = func() (usercheck.Files, error) {
+			m, err := engine.ReadImageFiles(ctx, cli, id, "/etc/passwd", "/etc/group")
+			if err != nil {
+				return usercheck.Files{}, err
+			}
+			var f usercheck.Files
+			for p, dst := range map[string]*[]byte{"/etc/passwd": &f.Passwd, "/etc/group": &f.Group} {
+				if file, ok := m[p]; ok {
+					*dst = file.Content
+					if !file.Regular {
+						f.Unknown = true
+					} else if *dst == nil {
+						*dst = []byte{}
+					}
+				}
+			}
+			return f, nil
+		}
+		byRef[key] = ub
+	}
+	err = usercheck.Check(usercheck.Options{Dockerfile: df, BuildArgs: plan.buildArgs, Target: target,
+		Base: func(ref string) *usercheck.Base { return byRef[usercheck.RefKey(ref)] }})
+	if err != nil {
+		return fmt.Errorf("build: %s %w", rel(srcDir, plan.dockerfile), err)
+	}
+	return nil
 }
 
 // nameClaim is a name a base folder gives its image.
