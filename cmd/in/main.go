@@ -3,8 +3,14 @@ package main
 
 import (
 	"os"
+	"runtime/debug"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/resource"
 )
 
-func main() { os.Exit(resource.Main(resource.In)) }
+func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(resource.GetHeapLimit)
+	}
+	os.Exit(resource.Main(resource.In))
+}

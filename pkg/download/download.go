@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -20,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -109,7 +109,9 @@ func Image(ctx context.Context, img v1.Image, o Options) (v1.Image, Stats, error
 	if err != nil {
 		return nil, st, fmt.Errorf("read manifest media type: %w", err)
 	}
-	manifest, err := v1.ParseManifest(strings.NewReader(string(rawManifest)))
+	// The parsed manifest and config are kept for the image's whole life:
+	// parsed once, from the bytes (no copy), without what nothing reads.
+	manifest, err := img.Manifest()
 	if err != nil {
 		return nil, st, fmt.Errorf("parse manifest: %w", err)
 	}
@@ -120,10 +122,13 @@ func Image(ctx context.Context, img v1.Image, o Options) (v1.Image, Stats, error
 	if err := checkBlob(manifest.Config.Digest, manifest.Config.Size, rawConfig); err != nil {
 		return nil, st, fmt.Errorf("config: %w", err)
 	}
-	cfg, err := v1.ParseConfigFile(strings.NewReader(string(rawConfig)))
-	if err != nil {
+	cfg := new(v1.ConfigFile)
+	if err := json.Unmarshal(rawConfig, cfg); err != nil {
 		return nil, st, fmt.Errorf("parse config: %w", err)
 	}
+	// History can be most of a config and nothing reads it parsed: the
+	// image tarball carries the raw bytes.
+	cfg.History = nil
 
 	// A blob may appear more than once in a manifest; fetch it once.
 	var todo []v1.Descriptor

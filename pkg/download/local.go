@@ -1,6 +1,7 @@
 package download
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -12,13 +13,14 @@ import (
 )
 
 // localImage serves the original manifest and config bytes (so digests stay
-// the registry's) and layers from the downloaded files. partial adds the
-// rest of v1.Image, including Uncompressed() with gzip/zstd detection.
+// the registry's), the manifest and config parsed once, and layers from the
+// downloaded files (partial adds Uncompressed() with gzip/zstd detection).
 type localImage struct {
 	rawManifest []byte
 	rawConfig   []byte
 	mediaType   types.MediaType
 	manifest    *v1.Manifest
+	config      *v1.ConfigFile
 	layers      map[v1.Hash]*localLayer
 }
 
@@ -28,6 +30,7 @@ func newLocalImage(dir string, rawManifest []byte, mt types.MediaType, m *v1.Man
 		rawConfig:   rawConfig,
 		mediaType:   mt,
 		manifest:    m,
+		config:      cfg,
 		layers:      map[v1.Hash]*localLayer{},
 	}
 	// diff_ids pair with the manifest's layers by position.
@@ -42,21 +45,71 @@ func newLocalImage(dir string, rawManifest []byte, mt types.MediaType, m *v1.Man
 		}
 		li.layers[d.Digest] = l
 	}
-	return partial.CompressedToImage(li)
+	return li, nil
 }
 
 func (i *localImage) RawManifest() ([]byte, error)        { return i.rawManifest, nil }
 func (i *localImage) RawConfigFile() ([]byte, error)      { return i.rawConfig, nil }
 func (i *localImage) MediaType() (types.MediaType, error) { return i.mediaType, nil }
+func (i *localImage) ConfigName() (v1.Hash, error)        { return i.manifest.Config.Digest, nil }
+func (i *localImage) Size() (int64, error)                { return int64(len(i.rawManifest)), nil }
 
-func (i *localImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+// Manifest and ConfigFile hand out copies: callers may change them.
+func (i *localImage) Manifest() (*v1.Manifest, error) {
+	m := *i.manifest
+	m.Layers = append([]v1.Descriptor(nil), m.Layers...)
+	return &m, nil
+}
+
+func (i *localImage) ConfigFile() (*v1.ConfigFile, error) {
+	c := *i.config
+	c.RootFS.DiffIDs = append([]v1.Hash(nil), c.RootFS.DiffIDs...)
+	return &c, nil
+}
+
+func (i *localImage) Digest() (v1.Hash, error) {
+	h, _, err := v1.SHA256(bytes.NewReader(i.rawManifest))
+	return h, err
+}
+
+func (i *localImage) Layers() ([]v1.Layer, error) {
+	ls := make([]v1.Layer, 0, len(i.manifest.Layers))
+	for _, d := range i.manifest.Layers {
+		l, err := i.LayerByDigest(d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+func (i *localImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
 	if l, ok := i.layers[h]; ok {
-		return l, nil
+		return partial.CompressedToLayer(l)
 	}
 	if h == i.manifest.Config.Digest {
 		return static.NewLayer(i.rawConfig, i.manifest.Config.MediaType), nil
 	}
 	return nil, fmt.Errorf("blob %s is not part of this image", h)
+}
+
+func (i *localImage) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
+	for _, l := range i.layers {
+		if l.diffID == h {
+			return partial.CompressedToLayer(l)
+		}
+	}
+	for _, d := range i.manifest.Layers {
+		l, err := partial.CompressedToLayer(i.layers[d.Digest])
+		if err != nil {
+			return nil, err
+		}
+		if id, err := l.DiffID(); err == nil && id == h {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("diff id %s is not part of this image", h)
 }
 
 type localLayer struct {

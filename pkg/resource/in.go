@@ -19,6 +19,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
+// GetHeapLimit is the soft limit cmd/in gives the Go heap: the README
+// promises the get stays under 64 MiB of memory. A manifest and a config
+// of up to 8 MiB each are held whole; the limit makes the garbage collector
+// run before the garbage of parsing them doubles the heap, which it would
+// by default.
+const GetHeapLimit = 32 << 20
+
 // In fetches the image at version.digest into DEST straight from the
 // registry: no daemon, every blob downloaded once.
 func In(ctx context.Context, env Env) error {
@@ -93,11 +100,14 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 	enterPhase(ctx, "download")
 	remoteImg, err := reg.Image(ctx, src.Repository, digest, v1.Platform{OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant})
 	var perr *registry.PlatformError
+	var big *registry.TooLargeError
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return "", fmt.Errorf("image %s not found", ref)
 	case errors.As(err, &perr):
 		return "", fmt.Errorf("image %s: %w", ref, perr)
+	case errors.As(err, &big):
+		return "", fmt.Errorf("image %s: %w", ref, big)
 	case err != nil:
 		return "", fmt.Errorf("fetch image %s: %s", ref, reg.Explain(err))
 	}
@@ -115,6 +125,10 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 	if err != nil {
 		if isNoSpace(err) {
 			return "", fmt.Errorf("download %s: %w", ref, err)
+		}
+		var big *registry.TooLargeError
+		if errors.As(err, &big) {
+			return "", fmt.Errorf("image %s: %w", ref, big)
 		}
 		var le *download.LayerError
 		if errors.As(err, &le) {
