@@ -81,6 +81,18 @@ func sha(s string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// pushAndSave pushes img as repo:tag and gets it with save: true into dir,
+// a load_base folder as a pipeline's get makes it; it returns the digest.
+func pushAndSave(t *testing.T, reg *testenv.Registry, repo, tag string, img v1.Image, dir string) string {
+	t.Helper()
+	digest := reg.Push(t, repo+":"+tag, img).String()
+	getOK(t, dir, map[string]any{
+		"source": source(reg, repo, map[string]any{"tag": tag}), "version": map[string]any{"digest": digest},
+		"params": map[string]any{"save": true},
+	})
+	return digest
+}
+
 func pushedImage(t *testing.T, reg *testenv.Registry, ref string) v1.Image {
 	t.Helper()
 	img, err := remote.Image(reg.Ref(t, ref), reg.RemoteOptions()...)
@@ -146,12 +158,8 @@ func TestBuildKitSecrets(t *testing.T) {
 // words which manifest format the image gets and why.
 func TestLogsReadCleanly(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	baseDigest := reg.Push(t, "logs/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{})).String()
 	srcDir := t.TempDir()
-	getOK(t, filepath.Join(srcDir, "base"), map[string]any{
-		"source": source(reg, "logs/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": baseDigest},
-		"params": map[string]any{"save": true},
-	})
+	baseDigest := pushAndSave(t, reg, "logs/base", "1", testenv.BusyboxImage(t, testenv.ImageOptions{}), filepath.Join(srcDir, "base"))
 	from := "FROM " + reg.Host + "/logs/base:1\n"
 	writeFiles(t, srcDir, map[string]string{
 		"ok/Dockerfile":   from + "RUN echo short && echo a-much-longer-line-of-build-output-than-forty-four-columns\n",
@@ -209,13 +217,9 @@ func TestLogsReadCleanly(t *testing.T) {
 func TestBuildKitBuilds(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	other := testenv.StartRegistry(t, testenv.RegistryOptions{Username: "other", Password: "other-pass-1b9e"})
-	baseDigest := reg.Push(t, "bk/base:1", testenv.BusyboxImage(t, testenv.ImageOptions{})).String()
 	other.Push(t, "priv/base:2", testenv.BusyboxImage(t, labelled(t, "private")))
 	srcDir := t.TempDir()
-	getOK(t, filepath.Join(srcDir, "base"), map[string]any{
-		"source": source(reg, "bk/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": baseDigest},
-		"params": map[string]any{"save": true},
-	})
+	baseDigest := pushAndSave(t, reg, "bk/base", "1", testenv.BusyboxImage(t, testenv.ImageOptions{}), filepath.Join(srcDir, "base"))
 	reg.Delete(t, "bk/base@"+baseDigest) // only the loaded copy can satisfy FROM now
 	from := "FROM " + reg.Host + "/bk/base:1"
 	writeFiles(t, srcDir, map[string]string{
