@@ -85,10 +85,16 @@ func BenchmarkGet(b *testing.B) {
 // runGet runs the real `in` binary and returns its wall time and peak RSS.
 func runGet(b *testing.B, bin, dest string, reg *testenv.Registry, repo, tag, digest string, save bool) (time.Duration, int64) {
 	b.Helper()
+	return runGetWith(b, bin, dest, reg, repo, tag, digest, map[string]any{"save": save})
+}
+
+// runGetWith is runGet with any params.
+func runGetWith(b *testing.B, bin, dest string, reg *testenv.Registry, repo, tag, digest string, params map[string]any) (time.Duration, int64) {
+	b.Helper()
 	req, _ := json.Marshal(map[string]any{
 		"source":  map[string]any{"repository": reg.Host + "/" + repo, "tag": tag, "username": reg.Username, "password": reg.Password},
 		"version": map[string]any{"digest": digest},
-		"params":  map[string]any{"save": save},
+		"params":  params,
 	})
 	cmd := exec.Command(bin, dest)
 	cmd.Stdin = strings.NewReader(string(req))
@@ -170,7 +176,12 @@ func fileSize(b *testing.B, path string) int64 {
 	return fi.Size()
 }
 
+// buildIn builds cmd/in, or returns BENCH_IN when set: a binary built
+// elsewhere (e.g. from an older commit, to measure before and after).
 func buildIn(b *testing.B) string {
+	if bin := os.Getenv("BENCH_IN"); bin != "" {
+		return bin
+	}
 	dir := b.TempDir()
 	cmd := exec.Command("go", "build", "-o", dir+"/in", "../../cmd/in")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
