@@ -64,18 +64,24 @@ func (formatter) Format(e *logrus.Entry) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// MinMaskLength is the shortest text the redactor masks. A secret, or a line
-// of one, shorter than this is left alone: masking "a", "{", "}," or "---"
-// (a YAML file's first line, and part of every " ---> " line of the classic
-// builder) would blank the log without protecting anything.
-const MinMaskLength = 4
+// The shortest texts the redactor masks. A whole secret (trimmed) of
+// MinSecretLength bytes or more is masked, as it always was: a short password
+// is still a password. A line of a multi-line secret must have
+// MinLineLength bytes: masking "{", "}," or "---" (a YAML file's first line,
+// and part of every " ---> " line of the classic builder) would blank the log
+// without protecting anything. Shorter secrets ("a") are left alone for the
+// same reason.
+const (
+	MinSecretLength = 3
+	MinLineLength   = 4
+)
 
 // Redactor is an io.Writer that replaces secrets with "***". Log lines are
 // written whole, so a secret line never straddles two writes.
 type Redactor struct {
 	mu sync.Mutex
 	w  io.Writer
-	// byPrefix holds every masked text by its first MinMaskLength bytes,
+	// byPrefix holds every masked text by its first MinSecretLength bytes,
 	// longest first: a line is scanned once whatever the number of
 	// secrets (a 500 KiB secret file has thousands of lines).
 	byPrefix map[string][][]byte
@@ -97,7 +103,8 @@ func NewRedactor(w io.Writer, secrets ...string) *Redactor {
 // > f`, an .npmrc, a PEM key) or holds several lines would otherwise never
 // match, and the log drops trailing white space and a CRLF file's carriage
 // returns. Masking the untrimmed value would swallow the line break after
-// it. Anything shorter than MinMaskLength is skipped.
+// it. A whole secret shorter than MinSecretLength, and a line shorter than
+// MinLineLength, is skipped.
 func (r *Redactor) Add(secrets ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -106,12 +113,12 @@ func (r *Redactor) Add(secrets ...string) {
 	}
 	touched := map[string]bool{}
 	for _, s := range secrets {
-		for _, f := range append([]string{s}, strings.Split(s, "\n")...) {
+		for i, f := range append([]string{s}, strings.Split(s, "\n")...) {
 			f = strings.TrimSpace(f)
-			if len(f) < MinMaskLength {
-				continue
+			if min := MinLineLength; len(f) < min && (i > 0 || len(f) < MinSecretLength) {
+				continue // i == 0 is the whole secret, the others its lines
 			}
-			k := f[:MinMaskLength]
+			k := f[:MinSecretLength]
 			if slices.ContainsFunc(r.byPrefix[k], func(b []byte) bool { return string(b) == f }) {
 				continue
 			}
@@ -148,13 +155,13 @@ func (r *Redactor) Redact(s string) string {
 func (r *Redactor) mask(b []byte) []byte {
 	var out []byte
 	done := 0 // b[:done] is in out already
-	for i := 0; i+MinMaskLength <= len(b); {
+	for i := 0; i+MinSecretLength <= len(b); {
 		end := i + r.longestAt(b, i)
 		if end == i {
 			i++
 			continue
 		}
-		for j := i + 1; j <= end && j+MinMaskLength <= len(b); j++ {
+		for j := i + 1; j <= end && j+MinSecretLength <= len(b); j++ {
 			end = max(end, j+r.longestAt(b, j))
 		}
 		out = append(append(out, b[done:i]...), "***"...)
@@ -171,7 +178,7 @@ func (r *Redactor) longestAt(b []byte, i int) int {
 	if p := pair(b[i], b[i+1]); r.pairs[p/64]&(1<<(p%64)) == 0 {
 		return 0
 	}
-	for _, s := range r.byPrefix[string(b[i:i+MinMaskLength])] {
+	for _, s := range r.byPrefix[string(b[i:i+MinSecretLength])] {
 		if bytes.HasPrefix(b[i:], s) {
 			return len(s)
 		}

@@ -20,11 +20,12 @@ func TestRedactorMasksSecrets(t *testing.T) {
 	if strings.Count(out, "***") != 3 || !strings.Contains(out, "debug too") {
 		t.Errorf("log: %s", out)
 	}
-	// Secrets under MinMaskLength are not masked: masking "abc" would
-	// garble every line that has the word.
-	log.Info("abcdef")
-	if !strings.Contains(buf.String(), "abcdef") {
-		t.Error("a three-letter secret was masked")
+	// A whole secret of MinSecretLength bytes is masked; shorter ones are
+	// not: masking "a" would garble every line.
+	r.Add("xyz", "q")
+	log.Info("pw xyz, quiet")
+	if got := buf.String(); !strings.Contains(got, "pw ***, quiet") {
+		t.Errorf("a three-byte secret was not masked, or a one-byte one was: %s", got)
 	}
 	if got := r.Redact("x hunter2 y"); got != "x *** y" {
 		t.Errorf("Redact: %q", got)
@@ -50,7 +51,7 @@ func TestRedactorMasksEveryShape(t *testing.T) {
 			t.Errorf("%q leaked:\n%s", leak, out)
 		}
 	}
-	// Lines shorter than MinMaskLength ("{", "}") are left alone, and a
+	// Lines shorter than MinLineLength ("{", "}") are left alone, and a
 	// mask never swallows the line break after it.
 	if !strings.Contains(out, "#5 {\n") || !strings.Contains(out, "#5 }\n") || strings.Count(out, "***\n") != 5 {
 		t.Errorf("log:\n%s", out)
