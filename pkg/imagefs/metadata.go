@@ -218,5 +218,5 @@ func (r *resolver) resolvePath(p string) (string, error) {
 		}
 		p = strings.TrimLeft(path.Clean("/"+p), "/")
 	}
-	return "", fmt.Errorf("resolve %s: too many levels of symbolic links", p)
+	return "", errLoop(p)
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Whiteout markers of the OCI/docker layer format.
@@ -16,8 +18,14 @@ const (
 	whiteoutOpaque = ".wh..wh..opq"
 )
 
-// maxSymlinks bounds symlink resolution, as the kernel does (ELOOP).
-const maxSymlinks = 255
+// maxSymlinks bounds the symlinks one path resolution may follow, nested
+// ones included: Linux's MAXSYMLINKS (ELOOP beyond it), so an image whose
+// paths the kernel cannot resolve fails here too.
+const maxSymlinks = 40
+
+// maxCached bounds each of the resolver's caches: they are dropped when
+// they reach it, so memory does not grow with the number of directories.
+const maxCached = 1 << 14
 
 var errSkipDev = errors.New("inside the top-level dev directory")
 
@@ -68,10 +76,13 @@ func hasMetaComponent(p string) bool {
 // a bug here cannot reach outside the tree.
 type resolver struct {
 	root *os.Root
-	// realDirs holds symlink-free paths known to be directories; resolved
-	// caches name -> result. Both are dropped whenever a directory or
-	// symlink is removed, since a removal can change any resolution.
+	// realDirs holds symlink-free paths known to be directories, links the
+	// symlink-free paths of symlinks already followed with what they
+	// resolve to, resolved caches name -> result. All are dropped whenever
+	// a directory or symlink is removed, since a removal can change any
+	// resolution, and each is dropped when it reaches maxCached.
 	realDirs map[string]bool
+	links    map[string]linkTarget
 	resolved map[string]string
 	// onCreate is called for directories resolveDir creates.
 	onCreate func(rel string)
@@ -79,18 +90,44 @@ type resolver struct {
 	skipDev bool
 }
 
+// linkTarget is what a symlink resolved to: a symlink-free directory, and
+// how many symlinks that took (itself included), which count again towards
+// maxSymlinks whenever the link is passed.
+type linkTarget struct {
+	dir   string
+	links int
+}
+
 func newResolver(root *os.Root, skipDev bool) *resolver {
-	return &resolver{root: root, realDirs: map[string]bool{}, resolved: map[string]string{}, skipDev: skipDev}
+	r := &resolver{root: root, skipDev: skipDev}
+	r.forget()
+	return r
 }
 
 func (r *resolver) forget() {
 	r.realDirs = map[string]bool{}
+	r.links = map[string]linkTarget{}
 	r.resolved = map[string]string{}
+}
+
+// errLoop is a path that needs more than maxSymlinks symlinks.
+func errLoop(p string) error {
+	return fmt.Errorf("resolve %s: more than %d symbolic links on the way: %w", shortName(p), maxSymlinks, unix.ELOOP)
+}
+
+// pending is a symlink being followed: its target's components are at the
+// front of the walk's rest until len(rest) is back to restLen.
+type pending struct {
+	link    string
+	restLen int
+	links   int // links followed before it
 }
 
 // resolveDir returns the symlink-free path of directory p. Missing
 // components are created (mode 0755) when create is set, else the result
-// is an fs.ErrNotExist error. A non-directory on the way is an error.
+// is an fs.ErrNotExist error. A non-directory on the way is an error. A
+// symlink met again is not followed again: its resolution is remembered,
+// so a chain of n links costs n lookups once, not for every entry below it.
 func (r *resolver) resolveDir(p string, create bool) (string, error) {
 	if p == "" || p == "." {
 		return "", nil
@@ -101,7 +138,18 @@ func (r *resolver) resolveDir(p string, create bool) (string, error) {
 	var out []string
 	rest := strings.Split(p, "/")
 	links := 0
-	for len(rest) > 0 {
+	var open []pending
+	for {
+		// Symlinks whose targets are fully walked resolve to where the
+		// walk is now.
+		for len(open) > 0 && len(rest) == open[len(open)-1].restLen {
+			o := open[len(open)-1]
+			open = open[:len(open)-1]
+			cache(&r.links, o.link, linkTarget{dir: path.Join(out...), links: links - o.links})
+		}
+		if len(rest) == 0 {
+			break
+		}
 		c := rest[0]
 		rest = rest[1:]
 		switch c {
@@ -119,6 +167,13 @@ func (r *resolver) resolveDir(p string, create bool) (string, error) {
 		cur := path.Join(path.Join(out...), c)
 		if r.realDirs[cur] {
 			out = append(out, c)
+			continue
+		}
+		if t, ok := r.links[cur]; ok {
+			if links += t.links; links > maxSymlinks {
+				return "", errLoop(p)
+			}
+			out = splitPath(t.dir)
 			continue
 		}
 		fi, err := r.root.Lstat(cur)
@@ -139,18 +194,21 @@ func (r *resolver) resolveDir(p string, create bool) (string, error) {
 				return "", fmt.Errorf("create directory %s: nothing to create", cur)
 			}
 			out, rest = append(out, comps[:n]...), comps[n:]
+			// The run may reach past a symlink's target into what follows
+			// it: such links are not remembered.
+			open = nil
 			continue
 		case err != nil:
 			return "", fmt.Errorf("look up %s: %w", cur, err)
 		case fi.Mode()&fs.ModeSymlink != 0:
-			links++
-			if links > maxSymlinks {
-				return "", fmt.Errorf("resolve %s: too many levels of symbolic links", p)
+			if links++; links > maxSymlinks {
+				return "", errLoop(p)
 			}
 			target, err := r.root.Readlink(cur)
 			if err != nil {
 				return "", fmt.Errorf("read symlink %s: %w", cur, err)
 			}
+			open = append(open, pending{link: cur, restLen: len(rest), links: links - 1})
 			if strings.HasPrefix(target, "/") {
 				out = out[:0]
 			}
@@ -159,12 +217,27 @@ func (r *resolver) resolveDir(p string, create bool) (string, error) {
 		case !fi.IsDir():
 			return "", fmt.Errorf("%s is not a directory", cur)
 		}
-		r.realDirs[cur] = true
+		cache(&r.realDirs, cur, true)
 		out = append(out, c)
 	}
 	res := path.Join(out...)
-	r.resolved[p] = res
+	cache(&r.resolved, p, res)
 	return res, nil
+}
+
+// cache stores k in *m, starting *m afresh when it is full.
+func cache[V any](m *map[string]V, k string, v V) {
+	if len(*m) >= maxCached {
+		*m = map[string]V{}
+	}
+	(*m)[k] = v
+}
+
+func splitPath(p string) []string {
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, "/")
 }
 
 // createRun creates the leading plain names of comps as a chain of
@@ -196,7 +269,7 @@ func (r *resolver) createRun(parent string, comps []string) (int, error) {
 		if r.onCreate != nil {
 			r.onCreate(cur)
 		}
-		r.realDirs[cur] = true
+		cache(&r.realDirs, cur, true)
 		if i == len(comps)-1 {
 			return i + 1, nil
 		}
