@@ -101,6 +101,20 @@ func abortBinary(t *testing.T, bin, name string, req map[string]any, ready func(
 	return a
 }
 
+// assertDaemonStopped checks, in the debug log of a put aborted after its
+// dockerd started, that dockerd stopped by itself without waiting for an
+// open request: dockerd 23+ logs "Error shutting down http server" after
+// waiting 5 s for one (20.10 does not wait; PATH can name another dockerd).
+func assertDaemonStopped(t *testing.T, a aborted) {
+	t.Helper()
+	if !strings.Contains(a.stderr, "dockerd exited by itself") {
+		t.Errorf("the put's log does not say that dockerd exited by itself:\n%s", a.stderr)
+	}
+	if !strings.Contains(a.stderr, "dockerd: ") || strings.Contains(a.stderr, "Error shutting down http server") {
+		t.Errorf("dockerd's log is missing or shows it waited for an open request:\n%s", a.stderr)
+	}
+}
+
 func assertAbortMessage(t *testing.T, a aborted, phase string) {
 	t.Helper()
 	want := "aborted (SIGTERM) during " + phase
@@ -134,7 +148,7 @@ func TestAbortPut(t *testing.T) {
 	from := "FROM " + reg.Host + "/abort/base:1\n"
 	writeFiles(t, srcDir, map[string]string{
 		"quick/Dockerfile": from + "RUN echo built > /built\n",
-		"slow/Dockerfile":  from + "RUN echo sleeping && sleep 120\n",
+		"slow/Dockerfile":  from + "RUN echo $((6*7)) is running && sleep 120\n",
 	})
 	unlock := testenv.LockDockerd(t)
 	defer unlock()
@@ -156,24 +170,32 @@ func TestAbortPut(t *testing.T) {
 		pushed(t, "abort/start")
 	})
 	t.Run("load", func(t *testing.T) {
-		a := run(t, "abort/load", source(reg, "abort/load", nil), map[string]any{"build": "quick", "load_base": "base"}, contains("loading base image"))
+		a := run(t, "abort/load", source(reg, "abort/load", map[string]any{"debug": true}), map[string]any{"build": "quick", "load_base": "base"}, contains("loading base image"))
 		assertAbortMessage(t, a, "load")
+		assertDaemonStopped(t, a)
 		pushed(t, "abort/load")
 	})
-	t.Run("build", func(t *testing.T) {
-		a := run(t, "abort/build", source(reg, "abort/build", nil), map[string]any{"build": "slow", "load_base": "base"}, contains("sleeping"))
-		assertAbortMessage(t, a, "build")
-		pushed(t, "abort/build")
-	})
+	// While the RUN step's process runs (its own output seen), and as
+	// BuildKit starts it (the step's header seen): a step started after
+	// the build was cancelled is still killed.
+	for name, ready := range map[string]string{"build": "42 is running", "build, RUN starting": "[2/2] RUN echo"} {
+		t.Run(name, func(t *testing.T) {
+			a := run(t, "abort/build", source(reg, "abort/build", map[string]any{"debug": true}), map[string]any{"build": "slow", "load_base": "base"}, contains(ready))
+			assertAbortMessage(t, a, "build")
+			assertDaemonStopped(t, a)
+			pushed(t, "abort/build")
+		})
+	}
 	t.Run("push", func(t *testing.T) {
 		// The registry takes the first bytes of an upload and then nothing
 		// more: the push is under way and stays so.
 		p := testenv.StartFaultProxy(t, reg.Host, testenv.Fault{Kind: testenv.FaultStallMidBody, Count: -1, Method: "PATCH", AfterBytes: 64 << 10})
-		src := map[string]any{"repository": p.Host + "/abort/push", "username": reg.Username, "password": reg.Password}
+		src := map[string]any{"repository": p.Host + "/abort/push", "username": reg.Username, "password": reg.Password, "debug": true}
 		a := run(t, "abort/push", src, map[string]any{"build": "quick", "load_base": "base"}, func(log string) bool {
 			return strings.Contains(log, "push:") && p.Faulted() > 0
 		})
 		assertAbortMessage(t, a, "push")
+		assertDaemonStopped(t, a)
 		pushed(t, "abort/push")
 		for _, rq := range p.RequestsMatching("PUT", "/manifests/") {
 			t.Errorf("a manifest was written: %v", rq)

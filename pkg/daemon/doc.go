@@ -89,6 +89,10 @@
 // until Stop. Stop is idempotent and meant for a defer with a fresh context
 // (the put cancels its context on SIGTERM): the context bounds the graceful
 // part (SIGTERM, wait); the cleanup (SIGKILL of what is left, cgroups, state
-// folder) always runs. dockerd and containerd get SIGTERM from the kernel if
+// folder) always runs. Before SIGTERM, Stop kills the containers and waits
+// (up to 2 s) until dockerd has finished every API request the client
+// closed: dockerd 23+ otherwise waits 5 s after its own shutdown for them.
+// With the logger at debug level, Stop logs how long each daemon took to
+// stop and then dockerd's log, which goes with the state folder. dockerd and containerd get SIGTERM from the kernel if
 // this process dies without Stop.
 package daemon

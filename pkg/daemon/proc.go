@@ -53,17 +53,21 @@ func pidsMentioning(s string) []int {
 	})
 }
 
-// killAll SIGKILLs what find returns until it returns nothing or the
-// deadline passes, and returns what is still there.
+// killAll SIGKILLs what find returns until it returns nothing or wait
+// has passed (at least once, also with wait 0), and returns what is still
+// there.
 func killAll(find func() []int, wait time.Duration) []int {
 	deadline := time.Now().Add(wait)
 	for {
 		pids := find()
-		if len(pids) == 0 || time.Now().After(deadline) {
-			return pids
+		if len(pids) == 0 {
+			return nil
 		}
 		for _, pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return find()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

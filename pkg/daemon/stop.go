@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
+	"github.com/sirupsen/logrus"
 )
 
 // keptLogLines is how much of dockerd's log LogTail still has after Stop.
@@ -19,21 +21,11 @@ func (d *Daemon) stop(ctx context.Context) error {
 	if d.cli != nil {
 		_ = d.cli.Close()
 	}
-	// Containers are garbage by now; killing them first spares dockerd's
-	// shutdown their stop timeouts.
-	if d.cgroupParent != "" {
-		_ = d.inNS(func() error {
-			killAll(func() []int { return cgroupPids(cgroupMount, d.cgroupParent) }, 2*time.Second)
-			return nil
-		})
-	}
-	grace := d.opts.StopTimeout
-	if d.dockerd != nil && d.dockerd.Stop(ctx, grace) {
-		d.log.Warnf("dockerd did not stop within %s of SIGTERM (or the stop was cut short) and was killed", grace)
-	}
-	if d.containerd != nil && d.containerd.Stop(ctx, grace) {
-		d.log.Warnf("containerd did not stop within %s of SIGTERM (or the stop was cut short) and was killed", grace)
-	}
+	// Before SIGTERM: dockerd 23+ waits for requests still open after its
+	// shutdown, so let it finish what the put has closed.
+	d.settle()
+	d.stopChild(ctx, d.dockerd, "dockerd")
+	d.stopChild(ctx, d.containerd, "containerd")
 	// A killed dockerd leaves shims, and a killed containerd its shims'
 	// children: everything still in our namespace or naming our state folder.
 	find := func() []int {
@@ -76,6 +68,14 @@ func (d *Daemon) stop(ctx context.Context) error {
 	d.mu.Lock()
 	d.stopped, d.lastLog = true, kept
 	d.mu.Unlock()
+	if kept != "" && d.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		// What dockerd said, for a person debugging a put: its log goes
+		// with the state folder.
+		d.log.Debugf("dockerd's log, last %d lines:", keptLogLines)
+		for _, l := range strings.Split(kept, "\n") {
+			d.log.Debugf("dockerd: %s", l)
+		}
+	}
 
 	if d.data.owned {
 		if err := os.RemoveAll(d.data.path); err != nil {
@@ -94,6 +94,33 @@ func (d *Daemon) stop(ctx context.Context) error {
 		return fmt.Errorf("stopping dockerd: %w", err)
 	}
 	return nil
+}
+
+// stopChild stops p (SIGTERM, SIGKILL after StopTimeout or when ctx is
+// done) and says how long it took.
+func (d *Daemon) stopChild(ctx context.Context, p *childproc.Proc, name string) {
+	if p == nil {
+		return
+	}
+	grace := d.opts.StopTimeout
+	t := time.Now()
+	if p.Exited() {
+		d.log.Debugf("%s had already exited (%s)", name, p.ExitText())
+		return
+	}
+	if p.Stop(ctx, grace) {
+		d.log.Warnf("%s did not stop within %s of SIGTERM (or the stop was cut short) and was killed; its log ends:\n%s",
+			name, grace, childproc.TailFile(d.childLog(name), logTailLines))
+		return
+	}
+	d.log.Debugf("%s exited by itself %s after SIGTERM (%s)", name, time.Since(t).Round(time.Millisecond), p.ExitText())
+}
+
+func (d *Daemon) childLog(name string) string {
+	if name == "containerd" {
+		return d.ctrdLogPath
+	}
+	return d.logPath
 }
 
 // inNS runs f on the namespace thread, where the cgroup mounts of a nested

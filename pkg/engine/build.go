@@ -9,6 +9,7 @@ import (
 	"maps"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/sirupsen/logrus"
@@ -133,6 +134,8 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 		}
 		defer stop()
 		opts.SessionID = id
+		// Runs before the session's stop: the build ends first.
+		defer cancelOnAbort(ctx, cli, &opts, log)()
 		progress = newBKProgress(log)
 		sr.outputFn = progress.output
 		sr.onAux = func(id string, aux json.RawMessage) bool {
@@ -191,4 +194,30 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 	}
 	log.Infof("built image %s", ShortID(id))
 	return BuildResult{ID: id}, nil
+}
+
+// buildCancelTimeout bounds the /build/cancel request of an aborted build.
+const buildCancelTimeout = 2 * time.Second
+
+// cancelOnAbort gives a BuildKit build an ID and, when ctx is cancelled,
+// cancels it in dockerd as well: closing the request ends the build only
+// once dockerd notices the closed connection, and a build dockerd still
+// runs keeps its request open, which dockerd 23+ then waits for when it is
+// stopped. The returned func waits for that cancel request to finish.
+func cancelOnAbort(ctx context.Context, cli Client, opts *build.ImageBuildOptions, log *logrus.Entry) (wait func()) {
+	opts.BuildID = "docker-image-resource-" + randomHex()
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(done)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), buildCancelTimeout)
+		defer cancel()
+		if err := cli.BuildCancel(cctx, opts.BuildID); err != nil {
+			log.Debugf("cancelling the build in dockerd: %v", err)
+		}
+	})
+	return func() {
+		if !stop() {
+			<-done
+		}
+	}
 }

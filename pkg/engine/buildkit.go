@@ -37,14 +37,11 @@ const InlineCacheArg = "BUILDKIT_INLINE_CACHE"
 
 // buildKitSession starts the client side of a BuildKit session over the
 // engine's /session endpoint. It carries registry credentials (BuildKit
-// ignores a build's AuthConfigs) and the build secrets. stop ends it.
+// ignores a build's AuthConfigs) and the build secrets. stop ends it and
+// waits until its connection is closed.
 func buildKitSession(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (id string, stop func(), err error) {
-	key := make([]byte, 16)
-	if _, err := rand.Read(key); err != nil {
-		return "", nil, err
-	}
 	// The shared key names a local cache of synced folders; we sync none.
-	s, err := session.NewSession(ctx, hex.EncodeToString(key))
+	s, err := session.NewSession(ctx, randomHex())
 	if err != nil {
 		return "", nil, fmt.Errorf("buildkit session: %w", err)
 	}
@@ -71,6 +68,13 @@ func buildKitSession(ctx context.Context, cli Client, o BuildOptions, log *logru
 		}
 	}
 	return s.ID(), stop, nil
+}
+
+// randomHex is 16 random bytes in hex: a session's shared key, a build's ID.
+func randomHex() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails since Go 1.24
+	return hex.EncodeToString(b)
 }
 
 // sessionAuth answers BuildKit's credential requests from RegistryAuth through

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -50,6 +51,10 @@ func explain(err error, host string) string {
 		netError net.Error
 	)
 	switch {
+	case errors.Is(err, context.Canceled):
+		// An aborted request, whatever else its attempts met (with
+		// insecure_registries, the HTTPS attempt's error comes along).
+		return context.Canceled.Error()
 	case errors.As(err, &nr):
 		return nr.Error()
 	case errors.As(err, &re):

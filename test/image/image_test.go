@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -176,43 +174,6 @@ test -s /etc/ssl/certs/ca-certificates.crt && echo "ca bundle ok"
 		get(t, appDir, source("team/app", map[string]any{"tag": "1.2.3"}), pushed, map[string]any{})
 		if b, err := os.ReadFile(filepath.Join(appDir, "rootfs/built")); err != nil || string(b) != "built-in-the-image\n" {
 			t.Fatalf("the pushed image's /built: %q, %v", b, err)
-		}
-	})
-
-	t.Run("abort", func(t *testing.T) {
-		if _, err := os.Stat(filepath.Join(baseDir, "image")); err != nil {
-			t.Skip("needs the seed scenario's get")
-		}
-		writeTestFile(t, filepath.Join(srcDir, "slow/Dockerfile"), []byte("FROM registry:5000/team/base:1.0\nRUN busybox sleep 60\n"))
-		var once sync.Once
-		var signalled time.Time
-		s := putStep(srcDir, source("team/abort", nil), map[string]any{"build": "slow", "load_base": "base"})
-		s.OnLine = func(line string, pid int) {
-			// The classic builder says "Running in", BuildKit names the step.
-			if strings.Contains(line, "Running in") || strings.Contains(line, "] RUN busybox sleep 60") {
-				once.Do(func() {
-					signalled = time.Now()
-					if err := killPid(pid, syscall.SIGTERM); err != nil {
-						t.Errorf("SIGTERM to out (pid %d): %v", pid, err)
-					}
-				})
-			}
-		}
-		r := e.run(s)
-		if signalled.IsZero() {
-			t.Fatalf("the RUN step never started:\n%s", r.Stderr)
-		}
-		took := r.Exited.Sub(signalled)
-		t.Logf("TIME out exited %s after SIGTERM (exit %d); its log ends:\n%s", took.Round(10*time.Millisecond), r.Code, lastLines(r.Stderr, 8))
-		if r.Code == 0 || r.Stdout != "" {
-			t.Errorf("an aborted put exited %d with stdout %q", r.Code, r.Stdout)
-		}
-		if took > 20*time.Second {
-			t.Errorf("out took %s to exit after SIGTERM", took)
-		}
-		requireClean(t, r)
-		if vs := check(t, source("team/abort", nil)); len(vs) != 0 {
-			t.Errorf("the aborted put pushed %v", vs)
 		}
 	})
 
