@@ -310,6 +310,19 @@ func TestPutBaseWithoutGroup(t *testing.T) {
 		}
 	})
 
+	t.Run("no /etc/passwd, USER by uid: fails before the build too", func(t *testing.T) {
+		nop := testenv.BusyboxImage(t, testenv.ImageOptions{NoPasswd: true, User: "1000", RandomLayers: []int64{4 << 10}, RandomSeed: 82})
+		d := reg.Push(t, "ng/nopasswd:1", nop)
+		getOK(t, filepath.Join(srcDir, "nopasswd"), map[string]any{"source": source(reg, "ng/nopasswd", map[string]any{"tag": "1"}), "version": map[string]any{"digest": d.String()}, "params": map[string]any{"save": true}})
+		writeFiles(t, srcDir, map[string]string{"nopasswd-app/Dockerfile": "FROM " + reg.Host + "/ng/nopasswd:1\nRUN id > /tmp/id\n"})
+		r := runOut(t, srcDir, map[string]any{"source": source(reg, "ng/nopasswd-app", nil), "params": map[string]any{"build": "nopasswd-app", "load_base": "nopasswd"}})
+		want := "nopasswd-app/Dockerfile line 2: BuildKit cannot run this RUN step as user \"1000\" (set by the base's config): the base " + reg.Host + "/ng/nopasswd:1, from params.load_base (nopasswd), has no /etc/passwd"
+		if r.err == nil || !strings.Contains(r.err.Error(), want) {
+			t.Fatalf("err %v\nwant %q\n%s", r.err, want, r.stderr)
+		}
+		putOK(t, srcDir, map[string]any{"source": source(reg, "ng/nopasswd-app", nil), "params": map[string]any{"build": "nopasswd-app", "load_base": "nopasswd", "docker_buildkit": 0}})
+	})
+
 	t.Run("the classic builder runs it", func(t *testing.T) {
 		putOK(t, srcDir, map[string]any{"source": source(reg, "ng/classic", nil), "params": map[string]any{"build": "app", "load_base": "ng", "docker_buildkit": 0}})
 		if id, ok := imageFile(t, pushedImage(t, reg, "ng/classic:latest"), "/tmp/id"); !ok || !strings.HasPrefix(id, "uid=1000(app) gid=1000") {
