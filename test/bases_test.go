@@ -146,30 +146,31 @@ func TestPutBaseNames(t *testing.T) {
 		}
 	})
 
-	t.Run("two folders name one image differently: fails before the daemon", func(t *testing.T) {
-		r := put(t, 1, map[string]any{"build": "app", "load_base": "a",
-			"load_bases": []any{map[string]any{"path": "evil", "repository": reg.Host + "/names/a", "tag": "1"}}})
-		want := "params.load_base (a) and params.load_bases[0] (evil) both name their image " + baseRef + ", but hold different images"
-		if r.err == nil || !strings.Contains(r.err.Error(), want) {
-			t.Fatalf("err %v\nwant %q", r.err, want)
-		}
-		if strings.Contains(r.stderr, "dockerd") {
-			t.Errorf("a daemon was started for a clash the folders' files show:\n%s", r.stderr)
-		}
-	})
-
-	t.Run("a gzip-compressed folder's clash is found once loaded", func(t *testing.T) {
-		r := put(t, 1, map[string]any{"build": "app", "load_base": "a",
-			"cache_from": []any{map[string]any{"path": "evil-gz", "repository": reg.Host + "/names/a", "tag": "1"}}})
-		want := "params.load_base (a) and params.cache_from[0] (evil-gz) both name their image " + baseRef + ", but hold different images"
-		if r.err == nil || !strings.Contains(r.err.Error(), want) {
-			t.Fatalf("err %v\nwant %q\n%s", r.err, want, r.stderr)
-		}
-		if !strings.Contains(r.stderr, "loaded base image") {
-			t.Errorf("the clash was not found after loading:\n%s", r.stderr)
-		}
-	})
-
+	// Two folders give one name to different images: found from the
+	// folders' files before a daemon starts, or once a gzip-compressed
+	// tarball is loaded.
+	for _, c := range []struct {
+		name, param, path string
+		loaded            bool
+	}{
+		{"two folders name one image differently: fails before the daemon", "load_bases", "evil", false},
+		{"a gzip-compressed folder's clash is found once loaded", "cache_from", "evil-gz", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := put(t, 1, map[string]any{"build": "app", "load_base": "a",
+				c.param: []any{map[string]any{"path": c.path, "repository": reg.Host + "/names/a", "tag": "1"}}})
+			want := "params.load_base (a) and params." + c.param + "[0] (" + c.path + ") both name their image " + baseRef + ", but hold different images"
+			if r.err == nil || !strings.Contains(r.err.Error(), want) {
+				t.Fatalf("err %v\nwant %q\n%s", r.err, want, r.stderr)
+			}
+			if loaded := strings.Contains(r.stderr, "loaded base image"); loaded != c.loaded {
+				t.Errorf("loaded before the clash was found: %v, want %v:\n%s", loaded, c.loaded, r.stderr)
+			}
+			if !c.loaded && strings.Contains(r.stderr, "dockerd") {
+				t.Errorf("a daemon was started for a clash the folders' files show:\n%s", r.stderr)
+			}
+		})
+	}
 }
 
 // baseRequests are the registry requests for repo's manifests and blobs.

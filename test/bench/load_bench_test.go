@@ -25,12 +25,7 @@ func BenchmarkLoadBase(b *testing.B) {
 	const mib = 1 << 20
 	reg := testenv.StartRegistry(b, testenv.RegistryOptions{})
 	ctx := context.Background()
-	files := collectFiles(b, "/usr/lib", 300*mib)
-	var layers []v1.Layer
-	for _, group := range split(files, 3) {
-		layers = append(layers, filesLayer(b, group))
-	}
-	base := testenv.AppendLayers(b, testenv.BusyboxImage(b, testenv.ImageOptions{}), layers...)
+	base, _ := filesBase(b)
 	d := reg.Push(b, "bench/loadbase:1", base)
 	baseDir := filepath.Join(b.TempDir(), "base")
 	get(b, reg, baseDir, "bench/loadbase", "1", d.String())
@@ -73,4 +68,15 @@ func BenchmarkLoadBase(b *testing.B) {
 	}
 	fmt.Printf("load_base of a %d MiB docker-save tarball, %d rounds, a fresh dockerd each:\n  through CopySave (tags left out): median %s %v\n  the file as it is (before):       median %s %v\n",
 		fi.Size()/mib, len(stream), med(stream).Round(10*time.Millisecond), stream, med(file).Round(10*time.Millisecond), file)
+}
+
+// filesBase is the benchmarks' base: busybox, then three ~100 MiB layers of
+// the machine's files (/usr/lib), and the files.
+func filesBase(b *testing.B) (v1.Image, []hostFile) {
+	files := collectFiles(b, "/usr/lib", 300<<20)
+	var layers []v1.Layer
+	for _, group := range split(files, 3) {
+		layers = append(layers, filesLayer(b, group))
+	}
+	return testenv.AppendLayers(b, testenv.BusyboxImage(b, testenv.ImageOptions{}), layers...), files
 }

@@ -43,13 +43,7 @@ func BenchmarkPush(b *testing.B) {
 	other := testenv.StartRegistry(b, testenv.RegistryOptions{Username: reg.Username, Password: reg.Password})
 	ctx := context.Background()
 
-	// The base: busybox, then three ~100 MiB layers of the machine's files.
-	files := collectFiles(b, "/usr/lib", 300*mib)
-	var layers []v1.Layer
-	for _, group := range split(files, 3) {
-		layers = append(layers, filesLayer(b, group))
-	}
-	base := testenv.AppendLayers(b, testenv.BusyboxImage(b, testenv.ImageOptions{}), layers...)
+	base, files := filesBase(b)
 	baseDigest := reg.Push(b, "bench/base:1", base)
 	var baseRaw, baseZip int64
 	for _, g := range split(files, 3) {

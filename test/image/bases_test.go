@@ -25,15 +25,7 @@ import (
 //     BuildKit fails its RUN steps ("unable to find groups for spec"), the
 //     put says so before the build.
 func TestImageBases(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the image test needs root: debootstrap, dockerd and network namespaces")
-	}
-	ctx := t.Context()
-	repo, err := RepoRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	imageTar := builtImage(t, ctx, repo)
+	imageTar := imageForTest(t)
 
 	seed := testenv.StartRegistry(t, testenv.RegistryOptions{NoAuth: true})
 	npBase := testenv.BusyboxImage(t, testenv.ImageOptions{Labels: map[string]string{"base": "np"}, RandomLayers: []int64{8 << 10}, RandomSeed: 91})
@@ -56,16 +48,10 @@ func TestImageBases(t *testing.T) {
 	seed.Stop()
 
 	testenv.LockDockerd(t)
-	e := startEnv(t, ctx, imageTar)
+	e := startEnv(t, t.Context(), imageTar)
 	const user, pass = "concourse", "e2e-secret-5b2c"
 	reg := e.startRegistry(registryOpts{Alias: "registry", Storage: filepath.Join(seed.Dir, "data"), Username: user, Password: pass})
-	source := func(repo string, extra map[string]any) map[string]any {
-		s := map[string]any{"repository": "registry:5000/" + repo, "username": user, "password": pass, "insecure_registries": []string{"registry:5000"}}
-		for k, v := range extra {
-			s[k] = v
-		}
-		return s
-	}
+	source := registrySource(user, pass)
 	get := func(t *testing.T, dir, repo, digest string) {
 		t.Helper()
 		r := e.run(step{
