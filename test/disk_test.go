@@ -7,30 +7,12 @@ import (
 	"testing"
 
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
-	"golang.org/x/sys/unix"
 )
 
-// smallDisk mounts a tmpfs of size bytes on a fresh folder and unmounts it
-// on cleanup (lazily if something still holds it), so the host keeps
-// nothing.
+// smallDisk mounts a tmpfs of size bytes (testenv.Tmpfs).
 func smallDisk(t *testing.T, size string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size="+size+",mode=0755"); err != nil {
-		t.Fatalf("mount a %s tmpfs: %v", size, err)
-	}
-	// Registered after TempDir's cleanup, so it runs before the removal.
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Logf("unmount %s: %v; detaching it", dir, err)
-			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-				t.Errorf("unmount %s: %v", dir, err)
-			}
-		}
-	})
+	dir, _ := testenv.Tmpfs(t, "size="+size)
 	return dir
 }
 

@@ -1,10 +1,13 @@
 package test
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -291,4 +294,78 @@ func TestGetRefusesHugeConfigs(t *testing.T) {
 			t.Errorf("peak RSS %d MiB, over the README's 64 MiB", g.peakRSS>>20)
 		}
 	})
+}
+
+// TestGetMemoryWithManyEntries: a layer of 300k empty files (one tar entry
+// each, 1000 to a folder) is written to rootfs/ and rootfs.tar within the
+// README's 64 MiB: what the get keeps per entry (names seen in the layer,
+// directory metadata, the flattening's plan) goes to temporary files past
+// a fixed size. It took 151 MiB before. DEST is a tmpfs: this machine's
+// disk takes ~120 us to create a file; the memory is the same on any.
+func TestGetMemoryWithManyEntries(t *testing.T) {
+	const n = 300_000
+	bin := buildBinaries(t)
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	layer := testenv.FileLayer(t, t.TempDir(), "gzip", func(w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for i := range n {
+			dir := fmt.Sprintf("files/d%03d/", i/1000)
+			if i%1000 == 0 {
+				if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: testenv.DefaultCreated}); err != nil {
+					return err
+				}
+			}
+			if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%sf%06d", dir, i), Typeflag: tar.TypeReg, Mode: 0o644, ModTime: testenv.DefaultCreated}); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	})
+	img := testenv.AppendLayers(t, testenv.BusyboxImage(t, testenv.ImageOptions{}), layer)
+	digest := reg.Push(t, "memory/entries:1", img).String()
+	disk, _ := testenv.Tmpfs(t, "size=2g,nr_inodes=1m")
+	dest := filepath.Join(disk, "get")
+	g := runInBinary(t, bin, dest, map[string]any{
+		"source":  source(reg, "memory/entries", map[string]any{"tag": "1"}),
+		"version": map[string]any{"digest": digest},
+		"params":  map[string]any{"rootfs": true},
+	})
+	t.Logf("exit %d, peak RSS %d MiB", g.code, g.peakRSS>>20)
+	if g.code != 0 {
+		t.Fatalf("the get failed:\n%s", g.stderr)
+	}
+	if g.peakRSS > getMemoryBound {
+		t.Errorf("peak RSS %d MiB with %d entries, over the README's 64 MiB", g.peakRSS>>20, n)
+	}
+	files := 0
+	filepath.WalkDir(filepath.Join(dest, "rootfs", "files"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files++
+		}
+		return err
+	})
+	if files != n {
+		t.Errorf("rootfs/files holds %d files, want %d", files, n)
+	}
+	f, err := os.Open(filepath.Join(dest, "rootfs.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr, inFiles := tar.NewReader(f), 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg && strings.HasPrefix(h.Name, "files/") {
+			inFiles++
+		}
+	}
+	if inFiles != n {
+		t.Errorf("rootfs.tar holds %d files under files/, want %d", inFiles, n)
+	}
 }

@@ -2,7 +2,9 @@ package imagefs
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +12,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -68,7 +69,7 @@ func ExtractRootfs(ctx context.Context, img v1.Image, dest string, o ExtractOpti
 	if err != nil {
 		return fmt.Errorf("list layers: %w", err)
 	}
-	x, err := newExtractor(tmp, o.Chown, log)
+	x, err := newExtractor(tmp, filepath.Dir(dest), o.Chown, log)
 	if err != nil {
 		return err
 	}
@@ -129,6 +130,46 @@ type dirMeta struct {
 	mtime time.Time // zero: leave as is
 }
 
+// dirRecord encodes a directory's metadata for the sorter: sequence number,
+// mode, times, then the path. Records sort by path, deepest (and, for one
+// path, latest) first.
+func dirRecord(seq uint64, p string, m dirMeta) []byte {
+	b := make([]byte, 0, 41+len(p))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint32(b, m.mode)
+	b = appendTime(b, m.atime)
+	b = appendTime(b, m.mtime)
+	return append(b, p...)
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, make([]byte, 14)...)
+	}
+	b = append(b, 1)
+	b = binary.BigEndian.AppendUint64(b, uint64(t.Unix()))
+	b = binary.BigEndian.AppendUint32(b, uint32(t.Nanosecond()))
+	return append(b, 0)
+}
+
+func readTime(b []byte) time.Time {
+	if b[0] == 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(binary.BigEndian.Uint64(b[1:9])), int64(binary.BigEndian.Uint32(b[9:13])))
+}
+
+func decodeDirRecord(b []byte) (seq uint64, p string, m dirMeta) {
+	return binary.BigEndian.Uint64(b), string(b[40:]), dirMeta{mode: binary.BigEndian.Uint32(b[8:]), atime: readTime(b[12:26]), mtime: readTime(b[26:40])}
+}
+
+func dirRecordLess(a, b []byte) bool {
+	if c := bytes.Compare(a[40:], b[40:]); c != 0 {
+		return c > 0
+	}
+	return binary.BigEndian.Uint64(a) > binary.BigEndian.Uint64(b)
+}
+
 type extractor struct {
 	root  *os.Root
 	res   *resolver
@@ -138,11 +179,14 @@ type extractor struct {
 
 	// Directory modes and times are applied at the end: a read-only
 	// directory must stay writable while later entries go into it, and
-	// writing entries changes a directory's mtime.
-	dirs map[string]dirMeta
+	// writing entries changes a directory's mtime. Every directory the
+	// extraction creates or gets a header for adds a record; the latest
+	// for a path wins, and records of directories gone since are skipped.
+	dirs   *sorter
+	dirSeq uint64
 	// unpacked holds what the current layer created, so an opaque marker
 	// or whiteout spares it (they only hide lower layers).
-	unpacked map[string]bool
+	unpacked *nameSet
 
 	// One cached directory handle: entries arrive grouped by directory.
 	cachedDir     string
@@ -153,21 +197,32 @@ type extractor struct {
 	xattrErr      error
 }
 
-func newExtractor(dir string, chown bool, log *logrus.Entry) (*extractor, error) {
+// newExtractor extracts into dir; its temporary files go to spillDir.
+func newExtractor(dir, spillDir string, chown bool, log *logrus.Entry) (*extractor, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open rootfs directory: %w", err)
 	}
 	x := &extractor{
-		root:  root,
-		chown: chown,
-		log:   log,
-		buf:   make([]byte, 256<<10),
-		dirs:  map[string]dirMeta{"": {mode: 0o755}},
+		root:     root,
+		chown:    chown,
+		log:      log,
+		buf:      make([]byte, 256<<10),
+		dirs:     newSorter(spillDir, dirRecordLess),
+		unpacked: newNameSet(spillDir),
 	}
 	x.res = newResolver(root, true)
-	x.res.onCreate = func(rel string) { x.dirs[rel] = dirMeta{mode: 0o755} }
+	x.res.onCreate = func(rel string) error { return x.addDir(rel, dirMeta{mode: 0o755}) }
+	if err := x.addDir("", dirMeta{mode: 0o755}); err != nil {
+		x.close()
+		return nil, err
+	}
 	return x, nil
+}
+
+func (x *extractor) addDir(rel string, m dirMeta) error {
+	x.dirSeq++
+	return x.dirs.Add(dirRecord(x.dirSeq, rel, m))
 }
 
 func (x *extractor) close() {
@@ -176,6 +231,8 @@ func (x *extractor) close() {
 		x.root.Close()
 		x.root = nil
 	}
+	x.dirs.Close()
+	x.unpacked.Close()
 }
 
 func (x *extractor) dropDirCache() {
@@ -217,7 +274,7 @@ func (x *extractor) applyLayer(ctx context.Context, l v1.Layer) (int, error) {
 		return 0, fmt.Errorf("open: %w", err)
 	}
 	defer rc.Close()
-	x.unpacked = map[string]bool{}
+	x.unpacked.Reset()
 	tr := tar.NewReader(rc)
 	n := 0
 	for {
@@ -275,7 +332,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if name == "" {
 		// The root directory's own entry: only its metadata matters.
 		if hdr.Typeflag == tar.TypeDir {
-			x.dirs[""] = dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}
+			if err := x.addDir("", dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}); err != nil {
+				return err
+			}
 			if x.chown {
 				if err := x.root.Lchown(".", hdr.Uid, hdr.Gid); err != nil {
 					return fmt.Errorf("chown root directory: %w", err)
@@ -315,14 +374,18 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	case !errors.Is(err, unix.ENOENT):
 		return fmt.Errorf("stat %s: %w", full, err)
 	}
-	x.unpacked[full] = true
+	if err := x.unpacked.Add(full); err != nil {
+		return err
+	}
 
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		if err := unix.Mkdirat(fd, base, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("create directory %s: %w", full, err)
 		}
-		x.dirs[full] = dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}
+		if err := x.addDir(full, dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}); err != nil {
+			return err
+		}
 		if x.chown {
 			if err := unix.Fchownat(fd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return fmt.Errorf("chown %s: %w", full, err)
@@ -470,16 +533,10 @@ func (x *extractor) remove(pdir, base string) error {
 		}
 		return nil
 	}
-	// A directory or symlink can change how any path resolves.
+	// A directory or symlink can change how any path resolves. (The
+	// records of directories removed here are skipped at the end.)
 	x.dropDirCache()
 	x.res.forget()
-	if fi.IsDir() {
-		for d := range x.dirs {
-			if d == full || strings.HasPrefix(d, full+"/") {
-				delete(x.dirs, d)
-			}
-		}
-	}
 	if err := x.root.RemoveAll(full); err != nil {
 		return fmt.Errorf("remove %s: %w", full, err)
 	}
@@ -501,8 +558,8 @@ func (x *extractor) whiteout(dir, target string) error {
 		return nil
 	}
 	full := path.Join(pdir, target)
-	if x.unpacked[full] {
-		return nil // whiteouts hide lower layers only
+	if ok, err := x.unpacked.Has(full); err != nil || ok {
+		return err // whiteouts hide lower layers only
 	}
 	return x.remove(pdir, target)
 }
@@ -516,65 +573,95 @@ func (x *extractor) opaque(dir string) error {
 	if err != nil {
 		return err
 	}
-	f, err := x.openDir(pdir)
-	if err != nil {
-		return err
-	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("list %s: %w", pdir, err)
-	}
-	for _, n := range names {
-		if x.unpacked[path.Join(pdir, n)] {
-			continue
+	// A batch of names at a time, whatever the directory holds; a pass
+	// that removed something is followed by another, in case removing
+	// made the listing skip names.
+	for {
+		f, err := x.openDir(pdir)
+		if err != nil {
+			return err
 		}
-		if err := x.remove(pdir, n); err != nil {
+		removed, err := x.opaqueBatches(f, pdir)
+		f.Close()
+		if err != nil || !removed {
 			return err
 		}
 	}
-	return nil
+}
+
+func (x *extractor) opaqueBatches(f *os.File, pdir string) (removed bool, err error) {
+	for {
+		names, err := f.Readdirnames(1024)
+		if err == io.EOF {
+			return removed, nil
+		}
+		if err != nil {
+			return removed, fmt.Errorf("list %s: %w", pdir, err)
+		}
+		for _, n := range names {
+			if ok, err := x.unpacked.Has(path.Join(pdir, n)); err != nil || ok {
+				if err != nil {
+					return removed, err
+				}
+				continue
+			}
+			if err := x.remove(pdir, n); err != nil {
+				return removed, err
+			}
+			removed = true
+		}
+	}
 }
 
 // finish applies directory modes and times, deepest first so a read-only
-// parent never blocks its children.
+// parent never blocks its children: for each path the latest record, if
+// the path is still a directory.
 func (x *extractor) finish() error {
 	x.dropDirCache()
-	paths := make([]string, 0, len(x.dirs))
-	for p := range x.dirs {
-		paths = append(paths, p)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(paths)))
 	// Parents are opened a component at a time from the handles of their
 	// own parents, kept on a stack: opening each from the root would cost
 	// n² lookups for a chain of n directories.
 	st := &dirStack{x: x}
 	defer st.close()
-	for _, p := range paths {
-		m := x.dirs[p]
+	prev, first := "", true
+	return x.dirs.Each(func(rec []byte) error {
+		_, p, m := decodeDirRecord(rec)
+		if !first && p == prev {
+			return nil // an older record of the same path
+		}
+		prev, first = p, false
 		pdir, base := path.Split(p)
 		if p == "" {
 			pdir, base = "", "."
 		}
 		fd, err := st.open(strings.TrimSuffix(pdir, "/"))
+		if gone(err) {
+			return nil // removed since, or replaced by a non-directory
+		}
 		if err != nil {
 			return err
 		}
 		var stt unix.Stat_t
-		if err := unix.Fstatat(fd, base, &stt, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		err = unix.Fstatat(fd, base, &stt, unix.AT_SYMLINK_NOFOLLOW)
+		if gone(err) {
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("stat %s: %w", p, err)
 		}
 		if stt.Mode&unix.S_IFMT != unix.S_IFDIR {
-			continue // replaced since; not a directory any more
+			return nil // replaced since; not a directory any more
 		}
 		if err := unix.Fchmodat(fd, base, m.mode, 0); err != nil {
 			return fmt.Errorf("chmod %s: %w", p, err)
 		}
-		if err := setTimes(fd, base, p, m.atime, m.mtime); err != nil {
-			return err
-		}
-	}
-	return nil
+		return setTimes(fd, base, p, m.atime, m.mtime)
+	})
+}
+
+// gone is an error saying a recorded directory is no longer there.
+func gone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP)
 }
 
 // dirStack holds open handles of a chain of directories from the root

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -49,6 +50,10 @@ func fuzzExtract(t *testing.T, root string, layers ...[]byte) {
 		panic("ExtractRootfs did not return within 60 s")
 	})
 	err := ExtractRootfs(ctx, img, dest, ExtractOptions{Chown: os.Geteuid() == 0})
+	if err == nil {
+		// The get writes rootfs.tar once rootfs/ is there.
+		fuzzRootfsTar(t, ctx, img, filepath.Join(parent, "rootfs.tar"))
+	}
 	watchdog.Stop()
 	if ctx.Err() != nil {
 		t.Fatal("extraction did not finish within 50 s")
@@ -96,6 +101,41 @@ func fuzzExtract(t *testing.T, root string, layers ...[]byte) {
 	})
 	if err2 != nil {
 		t.Fatalf("walk: %v", err2)
+	}
+}
+
+// fuzzRootfsTar writes rootfs.tar at p and checks it reads back as a tar
+// of clean relative names; it leaves nothing behind.
+func fuzzRootfsTar(t *testing.T, ctx context.Context, img v1.Image, p string) {
+	err := WriteRootfsTar(ctx, img, p)
+	defer os.Remove(p)
+	if err != nil {
+		if err.Error() == "" {
+			t.Fatal("empty error message")
+		}
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatalf("rootfs.tar does not read back: %v", err)
+		}
+		name := strings.TrimSuffix(h.Name, "/")
+		if c, err := cleanName(name); name != "." && (err != nil || c != name) {
+			t.Errorf("rootfs.tar entry %q is not a clean relative name", h.Name)
+		}
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			t.Fatalf("rootfs.tar does not read back: %v", err)
+		}
 	}
 }
 

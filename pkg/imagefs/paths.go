@@ -85,7 +85,7 @@ type resolver struct {
 	links    map[string]linkTarget
 	resolved map[string]string
 	// onCreate is called for directories resolveDir creates.
-	onCreate func(rel string)
+	onCreate func(rel string) error
 	// skipDev makes a path through the top-level dev an errSkipDev.
 	skipDev bool
 }
@@ -267,7 +267,9 @@ func (r *resolver) createRun(parent string, comps []string) (int, error) {
 			return i, fmt.Errorf("create directory %s: %w", cur, err)
 		}
 		if r.onCreate != nil {
-			r.onCreate(cur)
+			if err := r.onCreate(cur); err != nil {
+				return i, err
+			}
 		}
 		cache(&r.realDirs, cur, true)
 		if i == len(comps)-1 {

@@ -115,7 +115,7 @@ func BenchmarkExtractSymlinkChain(b *testing.B) {
 			img := imageOfEntries(b, lower, upper)
 			for range b.N {
 				dest := filepath.Join(b.TempDir(), "rootfs")
-				x, err := newExtractor(b.TempDir(), false, discardLog())
+				x, err := newExtractor(b.TempDir(), b.TempDir(), false, discardLog())
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -3,9 +3,14 @@ package imagefs
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -22,104 +27,186 @@ import (
 // unlike rootfs/ it keeps /dev and device nodes, since a tar can carry them
 // without creating anything on this machine (what `docker export` gave, less
 // the files docker adds to a container). Entries come in layer order, lowest
-// first, so a hardlink follows its target; a hardlink whose target an upper
-// layer replaced becomes a regular file with the content it linked to.
-// Names are relative ("etc/passwd", directories end in "/"). A name that
-// climbs out of the root with ".." is an error.
+// first, each directory just before the first entry below it, so parents
+// precede children and a hardlink follows its target; a hardlink whose
+// target an upper layer replaced becomes a regular file with the content it
+// linked to. Names are relative ("etc/passwd", directories end in "/"). A
+// name that climbs out of the root with ".." is an error.
 //
-// Each layer is decompressed twice (a first pass, top layer first, decides
-// what survives); memory holds entry names and directory headers, not
-// contents.
+// Memory does not depend on the number of entries: a first pass writes a
+// record per entry to a sorter, which spills to temporary files next to
+// path; sorted by name, one sweep decides what survives; a second pass over
+// the layers writes it.
 func WriteRootfsTar(ctx context.Context, img v1.Image, dst string) error {
 	layers, err := img.Layers()
 	if err != nil {
 		return fmt.Errorf("list layers: %w", err)
 	}
-	plan, err := planFlatten(ctx, layers)
+	if len(layers) >= 1<<23 {
+		return fmt.Errorf("%d layers: too many", len(layers))
+	}
+	tmpDir := filepath.Dir(dst)
+	events, err := planFlatten(ctx, layers, tmpDir)
 	if err != nil {
 		return err
 	}
+	defer events.Close()
 	return writeAtomic(dst, 0o644, func(w io.Writer) error {
-		return plan.write(ctx, layers, w, filepath.Dir(dst))
+		return writeFlat(ctx, layers, events, w, tmpDir)
 	})
 }
 
-// flattenPlan says, per layer, which entries (by position) end up in the
-// flattened tree.
-type flattenPlan struct {
-	keep [][]bool
-	// dirHeaders holds the surviving header of each directory, written where
-	// the directory first appears so parents precede children.
-	dirHeaders map[string]*tar.Header
-	// links maps a surviving hardlink (layer, index) whose target was
-	// replaced above it to that target's name: it is written as a copy.
-	links map[[2]int]string
-	// needed are target names whose content must be kept aside (on disk)
-	// while writing.
-	needed map[string]bool
+// A position is layer<<40 | index of the entry in its layer: the order in
+// which the layers are applied.
+func position(layer, index int) uint64 { return uint64(layer)<<40 | uint64(index) }
+
+func layerStart(pos uint64) uint64 { return pos &^ (1<<40 - 1) }
+
+// Kinds of name records.
+const (
+	recDir      byte = iota + 1 // a directory entry; payload: its header
+	recOther                    // any other entry; payload: its type
+	recWhiteout                 // the name is whited out
+	recOpaque                   // the directory's lower contents are hidden
+	recLinkRef                  // a hardlink at pos points at the name
+)
+
+// nameRecord: kind, position, name length, name, payload.
+func nameRecord(kind byte, pos uint64, name string, payload []byte) []byte {
+	b := make([]byte, 0, 1+8+binary.MaxVarintLen64+len(name)+len(payload))
+	b = append(b, kind)
+	b = binary.BigEndian.AppendUint64(b, pos)
+	b = binary.AppendUvarint(b, uint64(len(name)))
+	b = append(b, name...)
+	return append(b, payload...)
 }
 
-type planEntry struct {
-	name     string // cleaned; "" is the root
-	typ      byte
-	linkname string // cleaned hardlink target
-	skip     bool   // tar-format headers, whiteouts, aufs metadata
-	whiteout string // name hidden by a .wh. entry
-	opaque   string // directory made opaque by this entry
-	isOpaque bool
-	hdr      *tar.Header // directories only: kept for dirHeaders
+func decodeNameRecord(b []byte) (kind byte, pos uint64, name string, payload []byte) {
+	kind, pos = b[0], binary.BigEndian.Uint64(b[1:9])
+	n, k := binary.Uvarint(b[9:])
+	name = string(b[9+k : 9+k+int(n)])
+	return kind, pos, name, b[9+k+int(n):]
 }
 
-func readPlanEntries(ctx context.Context, l v1.Layer) ([]planEntry, error) {
+// nameRecordLess orders by name with "/" before any other byte, so that a
+// directory's subtree follows it at once; for one name, the highest
+// position first.
+func nameRecordLess(a, b []byte) bool {
+	_, pa, na, _ := decodeNameRecord(a)
+	_, pb, nb, _ := decodeNameRecord(b)
+	if c := comparePaths(na, nb); c != 0 {
+		return c < 0
+	}
+	if pa != pb {
+		return pa > pb
+	}
+	return a[0] < b[0]
+}
+
+func comparePaths(a, b string) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i] == b[i] {
+			continue
+		}
+		switch {
+		case a[i] == '/':
+			return -1
+		case b[i] == '/':
+			return 1
+		case a[i] < b[i]:
+			return -1
+		default:
+			return 1
+		}
+	}
+	return len(a) - len(b)
+}
+
+// planFlatten reads the layers' headers into name records, then sweeps
+// them in name order and returns the write pass's events, sorted by
+// position.
+func planFlatten(ctx context.Context, layers []v1.Layer, tmpDir string) (*sorter, error) {
+	names := newSorter(tmpDir, nameRecordLess)
+	defer names.Close()
+	for i, l := range layers {
+		dg, _ := l.Digest()
+		if err := eachEntry(ctx, l, func(j int, hdr *tar.Header, _ io.Reader) error {
+			return addNameRecords(names, position(i, j), hdr)
+		}); err != nil {
+			return nil, fmt.Errorf("read layer %s: %w", dg, err)
+		}
+	}
+	sw := &sweep{events: newSorter(tmpDir, func(a, b []byte) bool { return bytes.Compare(a[:11], b[:11]) < 0 }), tmpDir: tmpDir}
+	sw.stack = []*frame{{minKept: math.MaxUint64}}
+	if err := names.Each(sw.record); err != nil {
+		sw.events.Close()
+		return nil, err
+	}
+	if err := sw.endGroup(); err != nil {
+		sw.events.Close()
+		return nil, err
+	}
+	for len(sw.stack) > 0 {
+		if err := sw.pop(); err != nil {
+			sw.events.Close()
+			return nil, err
+		}
+	}
+	return sw.events, nil
+}
+
+// eachEntry calls fn with every tar entry of l and its index, context
+// checked between entries and inside them (the stream itself checks it).
+func eachEntry(ctx context.Context, l v1.Layer, fn func(j int, hdr *tar.Header, r io.Reader) error) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
-		return nil, fmt.Errorf("open: %w", err)
+		return fmt.Errorf("open: %w", err)
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
-	var out []planEntry
-	for {
+	for j := 0; ; j++ {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read tar: %w", err)
+			return fmt.Errorf("read tar: %w", err)
 		}
-		e, err := toPlanEntry(hdr)
-		if err != nil {
-			return nil, err
+		if err := fn(j, hdr, tr); err != nil {
+			return err
 		}
-		out = append(out, e)
 	}
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return nil, fmt.Errorf("read layer: %w", err)
-	}
-	return out, nil
 }
 
-func toPlanEntry(hdr *tar.Header) (planEntry, error) {
-	e := planEntry{typ: hdr.Typeflag}
+// flatEntry is what the flattening needs of a tar entry.
+type flatEntry struct {
+	name     string // cleaned; "" is the root
+	linkname string // cleaned hardlink target
+	skip     bool   // tar-format headers, aufs metadata, markers
+	whiteout string // name hidden by a .wh. entry
+	opaque   bool   // name is a directory made opaque by this entry
+}
+
+func toFlatEntry(hdr *tar.Header) (flatEntry, error) {
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader, tar.TypeXHeader, tar.TypeGNULongName, tar.TypeGNULongLink:
-		e.skip = true
-		return e, nil
+		return flatEntry{skip: true}, nil
 	}
 	name, err := cleanName(hdr.Name)
 	if err != nil {
-		return e, err
+		return flatEntry{}, err
 	}
-	e.name = name
+	e := flatEntry{name: name}
 	dir, base := path.Split(name)
 	dir = strings.TrimSuffix(dir, "/")
 	switch {
 	case hasMetaComponent(dir):
 		e.skip = true
 	case base == whiteoutOpaque:
-		e.skip, e.isOpaque, e.opaque = true, true, dir
+		e.skip, e.opaque, e.name = true, true, dir
 	case strings.HasPrefix(base, whiteoutMeta):
 		e.skip = true
 	case strings.HasPrefix(base, whiteoutPrefix):
@@ -128,10 +215,7 @@ func toPlanEntry(hdr *tar.Header) (planEntry, error) {
 			e.whiteout = path.Join(dir, t)
 		}
 	}
-	if hdr.Typeflag == tar.TypeDir && !e.skip {
-		e.hdr = cleanHeader(hdr, name)
-	}
-	if hdr.Typeflag == tar.TypeLink {
+	if hdr.Typeflag == tar.TypeLink && !e.skip {
 		if e.linkname, err = cleanName(hdr.Linkname); err != nil {
 			return e, err
 		}
@@ -139,198 +223,285 @@ func toPlanEntry(hdr *tar.Header) (planEntry, error) {
 	return e, nil
 }
 
-// planFlatten walks the layers top first. A name is claimed by the first
-// (highest, and within a layer last) entry that defines it; whiteouts and
-// opaque markers hide lower layers only, so they apply after their layer.
-func planFlatten(ctx context.Context, layers []v1.Layer) (*flattenPlan, error) {
-	p := &flattenPlan{
-		keep:       make([][]bool, len(layers)),
-		dirHeaders: map[string]*tar.Header{},
-		links:      map[[2]int]string{},
-		needed:     map[string]bool{},
+func addNameRecords(names *sorter, pos uint64, hdr *tar.Header) error {
+	e, err := toFlatEntry(hdr)
+	if err != nil {
+		return err
 	}
-	claimed := map[string]bool{} // name -> claimed by a directory
-	hidden := map[string]bool{}  // whited out below this point
-	opaque := map[string]bool{}  // contents hidden below this point
-	isHidden := func(name string) bool {
-		if _, ok := claimed[name]; ok || hidden[name] {
-			return true
-		}
-		if opaque[""] {
-			return true
-		}
-		for d := path.Dir(name); d != "."; d = path.Dir(d) {
-			if isDir, ok := claimed[d]; (ok && !isDir) || hidden[d] || opaque[d] {
-				return true
-			}
-		}
-		return false
-	}
-	for i := len(layers) - 1; i >= 0; i-- {
-		dg, _ := layers[i].Digest()
-		entries, err := readPlanEntries(ctx, layers[i])
+	switch {
+	case e.opaque:
+		return names.Add(nameRecord(recOpaque, pos, e.name, nil))
+	case e.whiteout != "":
+		return names.Add(nameRecord(recWhiteout, pos, e.whiteout, nil))
+	case e.skip:
+		return nil
+	case hdr.Typeflag == tar.TypeDir:
+		h, err := json.Marshal(cleanHeader(hdr, e.name))
 		if err != nil {
-			return nil, fmt.Errorf("read layer %s: %w", dg, err)
+			return err
 		}
-		keep := make([]bool, len(entries))
-		var newHidden, newOpaque []string
-		for j := len(entries) - 1; j >= 0; j-- {
-			e := entries[j]
-			switch {
-			case e.isOpaque:
-				newOpaque = append(newOpaque, e.opaque)
-				continue
-			case e.whiteout != "":
-				newHidden = append(newHidden, e.whiteout)
-				continue
-			case e.skip:
-				continue
-			}
-			if e.name == "" {
-				// The root directory: keep its highest entry.
-				if _, ok := claimed[""]; !ok && e.typ == tar.TypeDir {
-					claimed[""] = true
-					keep[j] = true
-					p.dirHeaders[""] = e.hdr
-				}
-				continue
-			}
-			if isHidden(e.name) {
-				continue
-			}
-			keep[j] = true
-			claimed[e.name] = e.typ == tar.TypeDir
-			if e.typ == tar.TypeDir {
-				p.dirHeaders[e.name] = e.hdr
-			}
-			if e.typ == tar.TypeLink && e.linkname != "" && isHidden(e.linkname) {
-				// The target this link shares was replaced above: copy it.
-				p.links[[2]int{i, j}] = e.linkname
-				p.needed[e.linkname] = true
-			}
-		}
-		for _, h := range newHidden {
-			hidden[h] = true
-		}
-		for _, o := range newOpaque {
-			opaque[o] = true
-		}
-		p.keep[i] = keep
+		return names.Add(nameRecord(recDir, pos, e.name, h))
+	case e.name == "":
+		return nil // the root as anything but a directory: ignored
 	}
-	return p, nil
+	if err := names.Add(nameRecord(recOther, pos, e.name, []byte{hdr.Typeflag})); err != nil {
+		return err
+	}
+	if e.linkname != "" {
+		return names.Add(nameRecord(recLinkRef, pos, e.linkname, nil))
+	}
+	return nil
 }
 
-// spooled is the last content seen under a needed hardlink target.
-type spooled struct {
-	hdr  *tar.Header
-	file string
+// Kinds of events, in the order the write pass needs them at one position.
+const (
+	evDir   byte = iota // write a directory header (payload) before the entry
+	evSpool             // keep the entry's content aside for a hardlink's copy
+	evCopy              // the hardlink here, if kept, is a copy of the entry at payload
+	evKeep              // write the entry
+)
+
+func event(pos uint64, depth int, kind byte, payload []byte) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 11+len(payload)), pos)
+	b = binary.BigEndian.AppendUint16(b, uint16(depth))
+	return append(append(b, kind), payload...)
 }
 
-func (p *flattenPlan) write(ctx context.Context, layers []v1.Layer, w io.Writer, tmpDir string) error {
+// frame is a name the sweep is inside of: everything below it comes before
+// the next name that is not.
+type frame struct {
+	name  string
+	depth int
+	// hide: entries below with a lower position are hidden (by a whiteout
+	// of this name, a non-directory here, an opaque marker).
+	hide    uint64
+	dirHdr  []byte // the surviving directory header
+	kept    uint64 // position of the surviving entry, if any
+	hasKept bool
+	minKept uint64 // lowest position of a surviving entry below
+}
+
+// sweep goes through the name records in order, one name (group) at a
+// time, with a stack of the names it is below.
+type sweep struct {
+	events *sorter
+	tmpDir string
+	stack  []*frame
+
+	// The current group.
+	in      bool
+	name    string
+	limit   uint64 // entries of the name below it are hidden
+	wl      uint64 // layer start of the highest whiteout of the name
+	cur     *frame
+	decided bool // the first visible entry has been seen
+	pending posList
+	spooled map[uint64]bool
+}
+
+func (s *sweep) record(rec []byte) error {
+	kind, pos, name, payload := decodeNameRecord(rec)
+	if !s.in || name != s.name {
+		if err := s.endGroup(); err != nil {
+			return err
+		}
+		if err := s.startGroup(name); err != nil {
+			return err
+		}
+	}
+	f := s.cur
+	switch kind {
+	case recWhiteout:
+		s.wl = max(s.wl, layerStart(pos))
+		f.hide = max(f.hide, layerStart(pos))
+	case recOpaque:
+		f.hide = max(f.hide, layerStart(pos))
+	case recLinkRef:
+		return s.pending.add(s.tmpDir, pos)
+	case recDir, recOther:
+		visible := pos >= max(s.limit, s.wl)
+		winner := false
+		if !s.decided && visible {
+			s.decided, winner = true, true
+			f.kept, f.hasKept = pos, true
+			if kind == recDir {
+				f.dirHdr = bytes.Clone(payload)
+			} else if err := s.events.Add(event(pos, f.depth, evKeep, nil)); err != nil {
+				return err
+			}
+		}
+		if kind == recOther {
+			// A non-directory hides what lower layers had below it.
+			f.hide = max(f.hide, pos)
+		}
+		// Hardlinks made above this entry and before the next one of the
+		// name link to it: a copy of it unless it is what survives.
+		return s.pending.each(func(link uint64) error {
+			if winner || kind != recOther || !isRegular(payload[0]) {
+				return nil
+			}
+			if !s.spooled[pos] {
+				if s.spooled == nil {
+					s.spooled = map[uint64]bool{}
+				}
+				s.spooled[pos] = true
+				if err := s.events.Add(event(pos, 0, evSpool, nil)); err != nil {
+					return err
+				}
+			}
+			return s.events.Add(event(link, 0, evCopy, binary.BigEndian.AppendUint64(nil, pos)))
+		})
+	}
+	return nil
+}
+
+func isRegular(typ byte) bool { return typ == tar.TypeReg || typ == tar.TypeRegA }
+
+// startGroup pops the frames name is not below and starts its own.
+func (s *sweep) startGroup(name string) error {
+	for len(s.stack) > 1 && !below(name, s.stack[len(s.stack)-1].name) {
+		if err := s.pop(); err != nil {
+			return err
+		}
+	}
+	parent := s.stack[len(s.stack)-1]
+	s.in, s.name, s.wl, s.decided, s.spooled = true, name, 0, false, nil
+	s.limit = parent.hide
+	if name == "" {
+		s.cur = parent // the root's own frame
+		return nil
+	}
+	s.cur = &frame{name: name, depth: parent.depth + 1, hide: parent.hide, minKept: math.MaxUint64}
+	s.stack = append(s.stack, s.cur)
+	return nil
+}
+
+// endGroup ends the current name: hardlinks to it with nothing below them
+// stay hardlinks (dangling, as they were).
+func (s *sweep) endGroup() error {
+	s.pending.reset()
+	s.in = false
+	return nil
+}
+
+func below(name, dir string) bool {
+	return dir == "" || strings.HasPrefix(name, dir+"/")
+}
+
+// pop ends the innermost frame: its directory header goes before the
+// first surviving entry below it, or where it is itself.
+func (s *sweep) pop() error {
+	f := s.stack[len(s.stack)-1]
+	s.stack = s.stack[:len(s.stack)-1]
+	first := f.minKept
+	if f.hasKept {
+		first = min(first, f.kept)
+	}
+	if f.hasKept && f.dirHdr != nil {
+		if err := s.events.Add(event(first, f.depth, evDir, f.dirHdr)); err != nil {
+			return err
+		}
+	}
+	if len(s.stack) > 0 {
+		p := s.stack[len(s.stack)-1]
+		p.minKept = min(p.minKept, first)
+	}
+	return nil
+}
+
+// posList is a list of positions that spills to a sorter past 64k.
+type posList struct {
+	mem  []uint64
+	disk *sorter
+}
+
+func (l *posList) add(dir string, p uint64) error {
+	if len(l.mem) < 1<<16 {
+		l.mem = append(l.mem, p)
+		return nil
+	}
+	if l.disk == nil {
+		l.disk = newSorter(dir, func(a, b []byte) bool { return false })
+	}
+	return l.disk.Add(binary.BigEndian.AppendUint64(nil, p))
+}
+
+// each calls fn for every position and empties the list.
+func (l *posList) each(fn func(uint64) error) error {
+	defer l.reset()
+	for _, p := range l.mem {
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	if l.disk != nil {
+		return l.disk.Each(func(b []byte) error { return fn(binary.BigEndian.Uint64(b)) })
+	}
+	return nil
+}
+
+func (l *posList) reset() {
+	l.mem = l.mem[:0]
+	if l.disk != nil {
+		l.disk.Close()
+		l.disk = nil
+	}
+}
+
+// writeFlat writes the entries the events name, reading the layers once
+// more in order.
+func writeFlat(ctx context.Context, layers []v1.Layer, events *sorter, w io.Writer, tmpDir string) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	tw := tar.NewWriter(bw)
-	written := map[string]bool{} // directories already written
-	spool := map[string]*spooled{}
-	defer func() {
-		for _, s := range spool {
-			os.Remove(s.file)
-		}
-	}()
+	c := &layerCursor{ctx: ctx, layers: layers, layer: -1}
+	defer c.close()
+	sp := &spool{dir: tmpDir}
+	defer sp.close()
 	buf := make([]byte, 256<<10)
-
-	writeDir := func(name string) error {
-		if written[name] {
-			return nil
-		}
-		h, ok := p.dirHeaders[name]
-		if !ok {
-			return nil
-		}
-		written[name] = true
-		return tw.WriteHeader(h)
-	}
-
-	for i, l := range layers {
-		dg, _ := l.Digest()
-		err := func() error {
-			rc, err := l.Uncompressed()
-			if err != nil {
-				return fmt.Errorf("open: %w", err)
-			}
-			defer rc.Close()
-			tr := tar.NewReader(rc)
-			for j := 0; ; j++ {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				hdr, err := tr.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					return fmt.Errorf("read tar: %w", err)
-				}
-				if j >= len(p.keep[i]) {
-					return fmt.Errorf("layer changed between passes")
-				}
-				e, err := toPlanEntry(hdr)
-				if err != nil {
-					return err
-				}
-				if e.skip {
-					continue
-				}
-				// Replaced content a later link still shares (a kept entry
-				// is never such content: it is above every link that needs
-				// a copy).
-				if p.needed[e.name] && !p.keep[i][j] && (e.typ == tar.TypeReg || e.typ == tar.TypeRegA) {
-					if err := spoolEntry(spool, e.name, hdr, tr, tmpDir, buf); err != nil {
-						return err
-					}
-				}
-				// A directory's parents and the directory itself go out the
-				// first time the name shows up, with the surviving header.
-				if err := writeParents(e.name, writeDir); err != nil {
-					return err
-				}
-				if e.typ == tar.TypeDir {
-					if err := writeDir(e.name); err != nil {
-						return err
-					}
-					continue
-				}
-				if !p.keep[i][j] {
-					continue
-				}
-				out := cleanHeader(hdr, e.name)
-				if target, ok := p.links[[2]int{i, j}]; ok {
-					// No content when the target was itself a hardlink: then
-					// the link is written as it is.
-					if s := spool[target]; s != nil {
-						if err := writeSpooled(tw, s, e.name, buf); err != nil {
-							return err
-						}
-						continue
-					}
-				}
-				if e.typ == tar.TypeLink {
-					out.Linkname = e.linkname
-				}
-				if err := tw.WriteHeader(out); err != nil {
-					return fmt.Errorf("write %s: %w", e.name, err)
-				}
-				if out.Typeflag == tar.TypeReg || out.Typeflag == tar.TypeRegA {
-					if _, err := io.CopyBuffer(tw, tr, buf); err != nil {
-						return fmt.Errorf("write %s: %w", e.name, err)
-					}
-				}
-			}
-			_, err = io.Copy(io.Discard, rc)
-			return err
-		}()
+	var copyFrom uint64
+	copyAt := uint64(math.MaxUint64)
+	err := events.Each(func(ev []byte) error {
+		pos, kind := binary.BigEndian.Uint64(ev), ev[10]
+		hdr, r, e, err := c.seek(pos)
 		if err != nil {
+			return err
+		}
+		switch kind {
+		case evDir:
+			var h tar.Header
+			if err := json.Unmarshal(ev[11:], &h); err != nil {
+				return err
+			}
+			return tw.WriteHeader(&h)
+		case evSpool:
+			return sp.add(pos, cleanHeader(hdr, e.name), r, buf)
+		case evCopy:
+			copyAt, copyFrom = pos, binary.BigEndian.Uint64(ev[11:])
+			return nil
+		}
+		if copyAt == pos {
+			return sp.writeCopy(tw, copyFrom, e.name, buf)
+		}
+		out := cleanHeader(hdr, e.name)
+		if hdr.Typeflag == tar.TypeLink {
+			out.Linkname = e.linkname
+		}
+		if err := tw.WriteHeader(out); err != nil {
+			return fmt.Errorf("write %s: %w", e.name, err)
+		}
+		if isRegular(out.Typeflag) {
+			if _, err := io.CopyBuffer(tw, r, buf); err != nil {
+				return fmt.Errorf("write %s: %w", e.name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if c.layer >= 0 && c.layer < len(layers) {
+			dg, _ := layers[c.layer].Digest()
 			return fmt.Errorf("flatten layer %s: %w", dg, err)
 		}
+		return err
 	}
 	if err := tw.Close(); err != nil {
 		return err
@@ -338,23 +509,71 @@ func (p *flattenPlan) write(ctx context.Context, layers []v1.Layer, w io.Writer,
 	return bw.Flush()
 }
 
-func writeParents(name string, writeDir func(string) error) error {
-	if name == "" {
-		return nil
+// layerCursor reads the layers' entries in order, as far as asked.
+type layerCursor struct {
+	ctx    context.Context
+	layers []v1.Layer
+	layer  int
+	index  int
+	rc     io.ReadCloser
+	tr     *tar.Reader
+	hdr    *tar.Header
+	entry  flatEntry
+}
+
+// seek moves to the entry at pos (or stays there) and returns it. Layers
+// without anything to write are not read at all.
+func (c *layerCursor) seek(pos uint64) (*tar.Header, io.Reader, flatEntry, error) {
+	layer, index := int(pos>>40), int(pos&(1<<40-1))
+	if c.layer == layer && c.index == index && c.hdr != nil {
+		return c.hdr, c.tr, c.entry, nil
 	}
-	var parents []string
-	for d := path.Dir(name); d != "."; d = path.Dir(d) {
-		parents = append(parents, d)
+	if layer < c.layer || (layer == c.layer && index < c.index) {
+		return nil, nil, flatEntry{}, errors.New("rootfs.tar events out of order")
 	}
-	if err := writeDir(""); err != nil {
-		return err
-	}
-	for k := len(parents) - 1; k >= 0; k-- {
-		if err := writeDir(parents[k]); err != nil {
-			return err
+	if layer != c.layer {
+		if err := c.open(layer); err != nil {
+			return nil, nil, flatEntry{}, err
 		}
 	}
+	for c.index < index {
+		if err := c.ctx.Err(); err != nil {
+			return nil, nil, flatEntry{}, err
+		}
+		hdr, err := c.tr.Next()
+		if err == io.EOF {
+			return nil, nil, flatEntry{}, errors.New("layer changed between passes")
+		}
+		if err != nil {
+			return nil, nil, flatEntry{}, fmt.Errorf("read tar: %w", err)
+		}
+		c.index++
+		c.hdr = hdr
+	}
+	e, err := toFlatEntry(c.hdr)
+	if err != nil {
+		return nil, nil, flatEntry{}, err
+	}
+	c.entry = e
+	return c.hdr, c.tr, c.entry, nil
+}
+
+func (c *layerCursor) open(i int) error {
+	if c.rc != nil {
+		c.rc.Close()
+	}
+	rc, err := c.layers[i].Uncompressed()
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	c.layer, c.index, c.rc, c.tr, c.hdr = i, -1, rc, tar.NewReader(rc), nil
 	return nil
+}
+
+func (c *layerCursor) close() {
+	if c.rc != nil {
+		c.rc.Close()
+	}
 }
 
 // cleanHeader copies hdr with a normalised name and lets the tar writer
@@ -374,46 +593,112 @@ func cleanHeader(hdr *tar.Header, name string) *tar.Header {
 	return &h
 }
 
-func spoolEntry(spool map[string]*spooled, name string, hdr *tar.Header, r io.Reader, dir string, buf []byte) error {
-	f, err := os.CreateTemp(dir, ".rootfs-link-*.tmp")
+// spool keeps the content of replaced hardlink targets in one temporary
+// file, with an index of (position, offset, length) records in position
+// order, which is the order they are added in.
+type spool struct {
+	dir        string
+	data, idx  *os.File
+	dataW      *bufio.Writer
+	idxW       *bufio.Writer
+	off, count int64
+}
+
+func (s *spool) add(pos uint64, hdr *tar.Header, r io.Reader, buf []byte) error {
+	if s.data == nil {
+		var err error
+		if s.data, err = spillFile(s.dir); err != nil {
+			return err
+		}
+		if s.idx, err = spillFile(s.dir); err != nil {
+			return err
+		}
+		s.dataW, s.idxW = bufio.NewWriterSize(s.data, 64<<10), bufio.NewWriterSize(s.idx, 4<<10)
+	}
+	h, err := json.Marshal(hdr)
 	if err != nil {
-		return fmt.Errorf("keep content of %s: %w", name, err)
+		return err
 	}
-	if _, err := io.CopyBuffer(f, r, buf); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return fmt.Errorf("keep content of %s: %w", name, err)
+	start := s.off
+	b := binary.AppendUvarint(nil, uint64(len(h)))
+	if _, err := s.dataW.Write(append(b, h...)); err != nil {
+		return fmt.Errorf("keep content of %s: %w", hdr.Name, err)
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("keep content of %s: %w", name, err)
+	n, err := io.CopyBuffer(s.dataW, r, buf)
+	if err != nil {
+		return fmt.Errorf("keep content of %s: %w", hdr.Name, err)
 	}
-	if old := spool[name]; old != nil {
-		os.Remove(old.file)
+	s.off += int64(len(b)+len(h)) + n
+	rec := binary.BigEndian.AppendUint64(nil, pos)
+	rec = binary.BigEndian.AppendUint64(rec, uint64(start))
+	rec = binary.BigEndian.AppendUint64(rec, uint64(s.off-start))
+	if _, err := s.idxW.Write(rec); err != nil {
+		return fmt.Errorf("keep content of %s: %w", hdr.Name, err)
 	}
-	spool[name] = &spooled{hdr: cleanHeader(hdr, name), file: f.Name()}
+	s.count++
 	return nil
 }
 
-func writeSpooled(tw *tar.Writer, s *spooled, name string, buf []byte) error {
-	f, err := os.Open(s.file)
+// writeCopy writes the content kept for pos as a regular file named name,
+// with the metadata of the file it was.
+func (s *spool) writeCopy(tw *tar.Writer, pos uint64, name string, buf []byte) error {
+	if s.data == nil {
+		return fmt.Errorf("hardlink %s: the content it links to was not kept", name)
+	}
+	if err := s.dataW.Flush(); err != nil {
+		return err
+	}
+	if err := s.idxW.Flush(); err != nil {
+		return err
+	}
+	var rec [24]byte
+	lo, hi := int64(0), s.count
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if _, err := s.idx.ReadAt(rec[:], mid*24); err != nil {
+			return err
+		}
+		if p := binary.BigEndian.Uint64(rec[:]); p < pos {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == s.count {
+		return fmt.Errorf("hardlink %s: the content it links to was not kept", name)
+	}
+	if _, err := s.idx.ReadAt(rec[:], lo*24); err != nil || binary.BigEndian.Uint64(rec[:]) != pos {
+		return fmt.Errorf("hardlink %s: the content it links to was not kept", name)
+	}
+	off, n := int64(binary.BigEndian.Uint64(rec[8:])), int64(binary.BigEndian.Uint64(rec[16:]))
+	br := bufio.NewReader(io.NewSectionReader(s.data, off, n))
+	hl, err := binary.ReadUvarint(br)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	hj := make([]byte, hl)
+	if _, err := io.ReadFull(br, hj); err != nil {
 		return err
 	}
-	h := *s.hdr
+	var h tar.Header
+	if err := json.Unmarshal(hj, &h); err != nil {
+		return err
+	}
 	h.Name = name
 	h.Typeflag = tar.TypeReg
-	h.Size = fi.Size()
+	h.Size = n - int64(binary.PutUvarint(make([]byte, binary.MaxVarintLen64), hl)) - int64(hl)
 	if err := tw.WriteHeader(&h); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	if _, err := io.CopyBuffer(tw, f, buf); err != nil {
+	if _, err := io.CopyBuffer(tw, br, buf); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
+}
+
+func (s *spool) close() {
+	if s.data != nil {
+		s.data.Close()
+		s.idx.Close()
+	}
 }

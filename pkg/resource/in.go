@@ -20,10 +20,12 @@ import (
 )
 
 // GetHeapLimit is the soft limit cmd/in gives the Go heap: the README
-// promises the get stays under 64 MiB of memory. A manifest and a config
-// of up to 8 MiB each are held whole; the limit makes the garbage collector
-// run before the garbage of parsing them doubles the heap, which it would
-// by default.
+// promises the get stays under 64 MiB of memory. What the get holds is
+// bounded whatever the image: a manifest and a config of up to 8 MiB each,
+// and per layer entry nothing (pkg/imagefs spills what it keeps per entry
+// to temporary files past a few MiB); the limit makes the garbage
+// collector run before the garbage of parsing an 8 MiB manifest doubles
+// the heap, which it would by default.
 const GetHeapLimit = 32 << 20
 
 // In fetches the image at version.digest into DEST straight from the
