@@ -108,7 +108,7 @@ func (b *blobs) readVerified(d v1.Descriptor) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := b.read(bl, 64<<20)
+	raw, err := b.read(bl, MaxConfig)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", d.Digest, err)
 	}

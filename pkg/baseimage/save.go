@@ -27,7 +27,13 @@ type Image struct {
 	LayerNames []string
 	// Foreign: manifest.json lists LayerSources (non-distributable layers).
 	Foreign bool
+	// ConfigName is a docker-save tarball's config entry name; "" for
+	// layouts.
+	ConfigName string
 }
+
+// MaxConfig caps an image config or small blob read whole.
+const MaxConfig = 64 << 20
 
 // Image is the layout image's config and layer blobs.
 func (img *LayoutImage) Image() Image { return Image{RawConfig: img.RawConfig, Layers: img.Layers} }
@@ -94,8 +100,8 @@ func ReadSave(p string) (Image, error) {
 	if err != nil {
 		return Image{}, fmt.Errorf("config: %w", err)
 	}
-	var img Image
-	if img.RawConfig, err = b.read(cb, 64<<20); err != nil {
+	img := Image{ConfigName: CleanName(ms[0].Config)}
+	if img.RawConfig, err = b.read(cb, MaxConfig); err != nil {
 		return Image{}, fmt.Errorf("config: %w", err)
 	}
 	for _, l := range ms[0].Layers {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -114,14 +113,10 @@ func readSaveManifest(ctx context.Context, tarPath string) ([]LoadedImage, error
 	}
 	images := make([]LoadedImage, 0, len(manifests))
 	for _, m := range manifests {
-		images = append(images, LoadedImage{ID: digestOf(configs[cleanTarName(m.Config)]), RepoTags: m.RepoTags})
+		images = append(images, LoadedImage{ID: digestOf(configs[baseimage.CleanName(m.Config)]), RepoTags: m.RepoTags})
 	}
 	return images, nil
 }
-
-// maxConfig caps an image config read whole (pkg/baseimage reads them with
-// the same limit).
-const maxConfig = 64 << 20
 
 // readSave reads manifest.json and the config blobs it names, by entry
 // name (in a second pass: entry order is not fixed; uncompressed tarballs
@@ -151,19 +146,19 @@ func readSave(ctx context.Context, tarPath string) ([]saveManifest, map[string][
 		if m.Config == "" {
 			return nil, nil, fmt.Errorf("manifest.json entry %d has no Config", i)
 		}
-		configs[cleanTarName(m.Config)] = nil
+		configs[baseimage.CleanName(m.Config)] = nil
 	}
 	left := len(configs)
 	err = walkTar(ctx, tarPath, func(name string, r io.Reader) (bool, error) {
 		if c, ok := configs[name]; !ok || c != nil {
 			return false, nil
 		}
-		b, err := io.ReadAll(io.LimitReader(r, maxConfig+1))
+		b, err := io.ReadAll(io.LimitReader(r, baseimage.MaxConfig+1))
 		if err != nil {
 			return true, fmt.Errorf("reading config %s: %w", name, err)
 		}
-		if len(b) > maxConfig {
-			return true, fmt.Errorf("config %s is larger than %d bytes", name, maxConfig)
+		if len(b) > baseimage.MaxConfig {
+			return true, fmt.Errorf("config %s is larger than %d bytes", name, baseimage.MaxConfig)
 		}
 		configs[name] = b
 		left--
@@ -173,7 +168,7 @@ func readSave(ctx context.Context, tarPath string) ([]saveManifest, map[string][
 		return nil, nil, err
 	}
 	for _, m := range manifests {
-		if configs[cleanTarName(m.Config)] == nil {
+		if configs[baseimage.CleanName(m.Config)] == nil {
 			return nil, nil, fmt.Errorf("config %s named in manifest.json is not in the tarball", m.Config)
 		}
 	}
@@ -207,15 +202,11 @@ func walkTar(ctx context.Context, tarPath string, fn func(name string, r io.Read
 		if h.Typeflag != tar.TypeReg {
 			continue
 		}
-		done, err := fn(cleanTarName(h.Name), tr)
+		done, err := fn(baseimage.CleanName(h.Name), tr)
 		if err != nil || done {
 			return err
 		}
 	}
-}
-
-func cleanTarName(n string) string {
-	return strings.TrimPrefix(path.Clean("/"+n), "/")
 }
 
 // Base is a base image loaded from a folder and tagged with the name FROM
@@ -304,9 +295,13 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOpti
 	}
 	var raw []byte
 	cfgName := "" // the config's entry name in the streamed tarball
-	if img != nil {
+	switch {
+	case img != nil:
 		raw = img.RawConfig
-	} else {
+	case f.Save != nil:
+		// Detect read the plain tarball's config in place already.
+		raw, cfgName = f.Save.RawConfig, f.Save.ConfigName
+	default:
 		manifests, configs, err := readSave(ctx, f.Path)
 		if err != nil {
 			return Base{}, fmt.Errorf("load base %s: %s: %w", what, f.Path, err)
@@ -314,7 +309,7 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOpti
 		if len(manifests) != 1 {
 			return Base{}, fmt.Errorf("load base %s: %s holds %d images, want 1", what, f.Path, len(manifests))
 		}
-		cfgName = cleanTarName(manifests[0].Config)
+		cfgName = baseimage.CleanName(manifests[0].Config)
 		raw = configs[cfgName]
 	}
 	b.FolderID = digestOf(raw)
