@@ -269,9 +269,9 @@ func (x *extractor) openDir(rel string) (*os.File, error) {
 }
 
 func (x *extractor) applyLayer(ctx context.Context, l v1.Layer) (int, error) {
-	rc, err := l.Uncompressed()
+	rc, err := openLayer(ctx, l)
 	if err != nil {
-		return 0, fmt.Errorf("open: %w", err)
+		return 0, err
 	}
 	defer rc.Close()
 	x.unpacked.Reset()
@@ -709,6 +709,33 @@ func (s *dirStack) close() {
 		f.Close()
 	}
 	s.paths, s.files = nil, nil
+}
+
+// openLayer opens l's uncompressed stream, read through a ctxReader.
+func openLayer(ctx context.Context, l v1.Layer) (io.ReadCloser, error) {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{&ctxReader{ctx: ctx, r: rc}, rc}, nil
+}
+
+// ctxReader fails reads once ctx ends. Layer streams are read through it,
+// so an abort stops a copy inside one entry (a 3 GiB file, or the tar
+// reader skipping one) at the next read, not at the next entry.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // shortName keeps error messages readable when a hostile layer has a name

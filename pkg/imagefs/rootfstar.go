@@ -155,12 +155,12 @@ func planFlatten(ctx context.Context, layers []v1.Layer, tmpDir string) (*sorter
 	return sw.events, nil
 }
 
-// eachEntry calls fn with every tar entry of l and its index, context
-// checked between entries and inside them (the stream itself checks it).
+// eachEntry calls fn with every tar entry of l and its index, the context
+// checked between entries and, by the stream, inside them.
 func eachEntry(ctx context.Context, l v1.Layer, fn func(j int, hdr *tar.Header, r io.Reader) error) error {
-	rc, err := l.Uncompressed()
+	rc, err := openLayer(ctx, l)
 	if err != nil {
-		return fmt.Errorf("open: %w", err)
+		return err
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
@@ -562,9 +562,9 @@ func (c *layerCursor) open(i int) error {
 	if c.rc != nil {
 		c.rc.Close()
 	}
-	rc, err := c.layers[i].Uncompressed()
+	rc, err := openLayer(c.ctx, c.layers[i])
 	if err != nil {
-		return fmt.Errorf("open: %w", err)
+		return err
 	}
 	c.layer, c.index, c.rc, c.tr, c.hdr = i, -1, rc, tar.NewReader(rc), nil
 	return nil
