@@ -66,6 +66,31 @@ func gzipTo(t *testing.T, src, dst string) {
 	}
 }
 
+// dockerSave writes img as dockerd's own docker save writes it (a folder per
+// layer, manifest.json and the legacy repositories file), tagged tag.
+func dockerSave(t *testing.T, img v1.Image, tag, p string) {
+	t.Helper()
+	d := testenv.StartDockerd(t)
+	defer d.Stop()
+	d.LoadImage(t, tag, img)
+	rc, err := d.Client().ImageSave(t.Context(), []string{tag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, rc); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPutBaseNames: the names FROM uses point at the images their folders
 // name. A cache_from or load_bases docker-save tarball whose own
 // manifest.json tags it with the load_base's repository:tag does not take
@@ -92,6 +117,7 @@ func TestPutBaseNames(t *testing.T) {
 	os.MkdirAll(filepath.Join(srcDir, "evil-gz"), 0o755)
 	gzipTo(t, filepath.Join(srcDir, "evil/image.tar"), filepath.Join(srcDir, "evil-gz/image.tar"))
 	testenv.SaveTarball(t, filepath.Join(srcDir, "only/image.tar"), evil, reg.Host+"/names/only:1")
+	dockerSave(t, evil, baseRef, filepath.Join(srcDir, "evil-save/image.tar"))
 	writeFiles(t, srcDir, map[string]string{
 		"evil/digest":         hashOf(t, evil.ConfigName),
 		"app/Dockerfile":      "FROM " + baseRef + "\nRUN echo built > /built\n",
@@ -112,6 +138,7 @@ func TestPutBaseNames(t *testing.T) {
 		{"cache_from tarball tagged with the load_base's name", map[string]any{"load_base": "a", "cache_from": []any{"evil"}}, false},
 		{"load_bases: a later tarball tagged with an earlier folder's name", map[string]any{"load_bases": []any{"a", "evil"}}, false},
 		{"gzip-compressed tarball in cache_from", map[string]any{"load_base": "a", "cache_from": []any{"evil-gz"}}, true},
+		{"docker save output (with a repositories file) in cache_from", map[string]any{"load_base": "a", "cache_from": []any{"evil-save"}}, false},
 	} {
 		for _, b := range []int{1, 0} {
 			t.Run(c.name+map[int]string{0: "/classic", 1: "/buildkit"}[b], func(t *testing.T) {

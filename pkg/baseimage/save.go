@@ -244,8 +244,8 @@ func CopySave(ctx context.Context, w io.Writer, p string, configs map[string][]b
 		}
 		if body != nil {
 			_, err = tw.Write(body)
-		} else if h.Typeflag == tar.TypeReg {
-			_, err = io.Copy(tw, ctxReader{ctx, tr})
+		} else {
+			_, err = io.Copy(tw, ctxReader{ctx, tr}) // nothing for folders and links
 		}
 		if err != nil {
 			return err
