@@ -417,8 +417,15 @@ func (x *extractor) regular(dirfd int, full, base string, hdr *tar.Header, r io.
 	}
 	f := os.NewFile(uintptr(fd), full)
 	defer f.Close()
-	// Hide ReadFrom: os.File's would allocate a buffer per file.
-	if _, err := io.CopyBuffer(struct{ io.Writer }{f}, r, x.buf); err != nil {
+	if isSparse(hdr) {
+		if err := checkSparse(full, hdr); err != nil {
+			return err
+		}
+		if err := writeSparse(f, r, hdr.Size, x.buf); err != nil {
+			return fmt.Errorf("write %s: %w", full, err)
+		}
+		// Hide ReadFrom: os.File's would allocate a buffer per file.
+	} else if _, err := io.CopyBuffer(struct{ io.Writer }{f}, r, x.buf); err != nil {
 		return fmt.Errorf("write %s: %w", full, err)
 	}
 	// Owner first: chown clears setuid/setgid and file capabilities.

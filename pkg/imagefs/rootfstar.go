@@ -244,7 +244,11 @@ func addNameRecords(names *sorter, pos uint64, hdr *tar.Header) error {
 	case e.name == "":
 		return nil // the root as anything but a directory: ignored
 	}
-	if err := names.Add(nameRecord(recOther, pos, e.name, []byte{hdr.Typeflag})); err != nil {
+	typ := hdr.Typeflag
+	if isSparse(hdr) {
+		typ = tar.TypeReg // a regular file, written sparse
+	}
+	if err := names.Add(nameRecord(recOther, pos, e.name, []byte{typ})); err != nil {
 		return err
 	}
 	if e.linkname != "" {
@@ -474,17 +478,26 @@ func writeFlat(ctx context.Context, layers []v1.Layer, events *sorter, w io.Writ
 			}
 			return tw.WriteHeader(&h)
 		case evSpool:
-			return sp.add(pos, cleanHeader(hdr, e.name), r, buf)
+			return sp.add(pos, hdr, e.name, r, buf)
 		case evCopy:
 			copyAt, copyFrom = pos, binary.BigEndian.Uint64(ev[11:])
 			return nil
 		}
 		if copyAt == pos {
-			return sp.writeCopy(tw, copyFrom, e.name, buf)
+			return sp.writeCopy(tw, bw, copyFrom, e.name, buf)
 		}
 		out := cleanHeader(hdr, e.name)
 		if hdr.Typeflag == tar.TypeLink {
 			out.Linkname = e.linkname
+		}
+		if isSparse(hdr) {
+			if err := checkSparse(e.name, hdr); err != nil {
+				return err
+			}
+			if err := writeSparseTar(tw, bw, out, r, tmpDir, buf); err != nil {
+				return fmt.Errorf("write %s: %w", e.name, err)
+			}
+			return nil
 		}
 		if err := tw.WriteHeader(out); err != nil {
 			return fmt.Errorf("write %s: %w", e.name, err)
@@ -604,7 +617,16 @@ type spool struct {
 	off, count int64
 }
 
-func (s *spool) add(pos uint64, hdr *tar.Header, r io.Reader, buf []byte) error {
+func (s *spool) add(pos uint64, orig *tar.Header, name string, r io.Reader, buf []byte) error {
+	hdr := cleanHeader(orig, name)
+	sparse := isSparse(orig)
+	if sparse {
+		if err := checkSparse(name, orig); err != nil {
+			return err
+		}
+		// Marked for writeCopy, which writes the copy sparse too.
+		hdr.Typeflag = tar.TypeGNUSparse
+	}
 	if s.data == nil {
 		var err error
 		if s.data, err = spillFile(s.dir); err != nil {
@@ -624,8 +646,28 @@ func (s *spool) add(pos uint64, hdr *tar.Header, r io.Reader, buf []byte) error 
 	if _, err := s.dataW.Write(append(b, h...)); err != nil {
 		return fmt.Errorf("keep content of %s: %w", hdr.Name, err)
 	}
-	n, err := io.CopyBuffer(s.dataW, r, buf)
-	if err != nil {
+	var n int64
+	if sparse {
+		// Its holes stay holes in the spool.
+		if err := s.dataW.Flush(); err != nil {
+			return err
+		}
+		base := s.off + int64(len(b)+len(h))
+		if err := dataRuns(r, hdr.Size, buf, func(off int64, d []byte) error {
+			_, err := s.data.WriteAt(d, base+off)
+			return err
+		}); err != nil {
+			return fmt.Errorf("keep content of %s: %w", hdr.Name, err)
+		}
+		// The record ends at its size even if it ends in a hole.
+		if err := s.data.Truncate(base + hdr.Size); err != nil {
+			return err
+		}
+		if _, err := s.data.Seek(base+hdr.Size, io.SeekStart); err != nil {
+			return err
+		}
+		n = hdr.Size
+	} else if n, err = io.CopyBuffer(s.dataW, r, buf); err != nil {
 		return fmt.Errorf("keep content of %s: %w", hdr.Name, err)
 	}
 	s.off += int64(len(b)+len(h)) + n
@@ -641,7 +683,7 @@ func (s *spool) add(pos uint64, hdr *tar.Header, r io.Reader, buf []byte) error 
 
 // writeCopy writes the content kept for pos as a regular file named name,
 // with the metadata of the file it was.
-func (s *spool) writeCopy(tw *tar.Writer, pos uint64, name string, buf []byte) error {
+func (s *spool) writeCopy(tw *tar.Writer, w io.Writer, pos uint64, name string, buf []byte) error {
 	if s.data == nil {
 		return fmt.Errorf("hardlink %s: the content it links to was not kept", name)
 	}
@@ -684,9 +726,20 @@ func (s *spool) writeCopy(tw *tar.Writer, pos uint64, name string, buf []byte) e
 	if err := json.Unmarshal(hj, &h); err != nil {
 		return err
 	}
+	sparse := h.Typeflag == tar.TypeGNUSparse
 	h.Name = name
 	h.Typeflag = tar.TypeReg
 	h.Size = n - int64(binary.PutUvarint(make([]byte, binary.MaxVarintLen64), hl)) - int64(hl)
+	if sparse {
+		// Its data runs from the spool's own holes: no 16 GiB of zeros
+		// read back.
+		base := off + n - h.Size
+		// SEEK_DATA moves the file's offset, where the next record goes.
+		defer s.data.Seek(s.off, io.SeekStart)
+		return writeSparseRuns(tw, w, &h, s.dir, buf, func(data func(int64, []byte) error) error {
+			return fileDataRuns(s.data, base, h.Size, buf, data)
+		})
+	}
 	if err := tw.WriteHeader(&h); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
