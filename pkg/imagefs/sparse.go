@@ -175,6 +175,10 @@ func writeSparseTar(tw *tar.Writer, w io.Writer, h *tar.Header, r io.Reader, tmp
 }
 
 // writeSparseRuns is writeSparseTar with the data runs coming from runs.
+// Every run but the last must be a multiple of 512 bytes long: GNU tar
+// reads each run's data in whole 512-byte blocks (a run of 3810 bytes put
+// the next one's data out of place); dataRuns gives runs of whole 4 KiB
+// blocks but at the file's end.
 func writeSparseRuns(tw *tar.Writer, w io.Writer, h *tar.Header, tmpDir string, buf []byte, runs func(data func(int64, []byte) error) error) error {
 	s := &sparseEntry{}
 	defer s.close()
