@@ -81,7 +81,7 @@ func emptyFiles(w io.Writer, n int) error {
 func entriesTable(runs []entriesRun) string {
 	var t strings.Builder
 	for _, r := range runs {
-		fmt.Fprintf(&t, "| P5 | peak RSS of `in`, %d empty files (%s compressed layer): rootfs/ (took %s) | %d MiB |\n",
+		fmt.Fprintf(&t, "| P5 | peak RSS of `in`, %d empty files in one layer (%s compressed), DEST a tmpfs: rootfs/ (took %s) | %d MiB |\n",
 			r.files, humanBytes(r.layerBytes), r.rootfsTime.Round(100*time.Millisecond), r.rootfsRSS>>20)
 		fmt.Fprintf(&t, "| P5 | peak RSS of `in`, %d empty files: rootfs/ and `rootfs: true` (took %s) | %d MiB |\n",
 			r.files, r.rootfsTarTime.Round(100*time.Millisecond), r.rootfsTarRSS>>20)

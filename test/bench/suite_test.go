@@ -101,6 +101,8 @@ func BenchmarkSuite(b *testing.B) {
 	bigDest := b.TempDir()
 	bigTime, bigRSS := runGet(b, bin, bigDest, reg, "bench/get", "1g", bigDigest, true)
 	os.RemoveAll(bigDest)
+	// P5: and on 30k, 300k and 3M empty files, rootfs/ and rootfs.tar.
+	entries := getEntries(b, reg, bin, scaledCounts(scale), logf)
 
 	// P3: the seed scenario. The base: busybox and three layers of this
 	// machine's files; the registry sits behind an emulated link.
@@ -218,6 +220,7 @@ func BenchmarkSuite(b *testing.B) {
 		hs(sent/int64(len(withBase))), hs(need/int64(len(withBase))), 100*(float64(sent)/float64(need)-1))
 	fmt.Fprintf(&t, "| P5 | peak RSS of `in`, get `save: true` of a 1 GiB / 5-layer image (took %s) | %d MiB |\n", rd(bigTime), bigRSS>>20)
 	fmt.Fprintf(&t, "| P5 | peak RSS of `in`, 300 MiB image (P2) | %d MiB |\n", getRSS>>20)
+	t.WriteString(entriesTable(entries))
 
 	fmt.Fprintf(&t, "\nP3, each put (the put's own metadata: `time daemon start`, `time load`, `time build` — which includes the daemon's pull of `FROM` and, with `cache: true`, of the cache — `time push`, `time total`; bytes counted on the link):\n\n")
 	fmt.Fprintf(&t, "| case | build | daemon start | load | build | push | total | to registry | from registry |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -251,6 +254,10 @@ func BenchmarkSuite(b *testing.B) {
 	}
 	b.ReportMetric(old.Seconds()/ours.Seconds(), "x-faster-get")
 	b.ReportMetric(float64(bigRSS>>20), "MiB-peak-RSS-1GiB")
+	if len(entries) > 0 {
+		last := entries[len(entries)-1]
+		b.ReportMetric(float64(max(last.rootfsRSS, last.rootfsTarRSS)>>20), fmt.Sprintf("MiB-peak-RSS-%d-files", last.files))
+	}
 }
 
 // putRun is one put of the seed scenario.
