@@ -306,21 +306,7 @@ func TestGetMemoryWithManyEntries(t *testing.T) {
 	const n = 300_000
 	bin := buildBinaries(t)
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	layer := testenv.FileLayer(t, t.TempDir(), "gzip", func(w io.Writer) error {
-		tw := tar.NewWriter(w)
-		for i := range n {
-			dir := fmt.Sprintf("files/d%03d/", i/1000)
-			if i%1000 == 0 {
-				if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: testenv.DefaultCreated}); err != nil {
-					return err
-				}
-			}
-			if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%sf%06d", dir, i), Typeflag: tar.TypeReg, Mode: 0o644, ModTime: testenv.DefaultCreated}); err != nil {
-				return err
-			}
-		}
-		return tw.Close()
-	})
+	layer := testenv.FileLayer(t, t.TempDir(), "gzip", testenv.EmptyFiles(n))
 	img := testenv.AppendLayers(t, testenv.BusyboxImage(t, testenv.ImageOptions{}), layer)
 	digest := reg.Push(t, "memory/entries:1", img).String()
 	disk, _ := testenv.Tmpfs(t, "size=2g,nr_inodes=1m")

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sirupsen/logrus"
@@ -330,7 +331,7 @@ func (d *downloader) fetchOnce(ctx context.Context, layer v1.Layer, desc v1.Desc
 
 	// Read one byte past the expected size so an oversized blob is noticed
 	// without writing an unbounded amount.
-	src := io.LimitReader(&ctxReader{ctx: ctx, r: rc}, desc.Size+1)
+	src := io.LimitReader(ctxio.Reader(ctx, rc), desc.Size+1)
 	buf := make([]byte, 256<<10)
 	n, err := io.CopyBuffer(io.MultiWriter(tmp, h, counter{&p.done}), src, buf)
 	if err != nil {
@@ -521,18 +522,6 @@ func retryable(err error) bool {
 		return te.StatusCode >= 500
 	}
 	return true
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 type counter struct{ n *atomic.Int64 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -718,7 +719,9 @@ func (s *dirStack) close() {
 	s.paths, s.files = nil, nil
 }
 
-// openLayer opens l's uncompressed stream, read through a ctxReader.
+// openLayer opens l's uncompressed stream, read through ctxio.Reader: an
+// abort stops a copy inside one entry (a 3 GiB file, or the tar reader
+// skipping one) at the next read, not at the next entry.
 func openLayer(ctx context.Context, l v1.Layer) (io.ReadCloser, error) {
 	rc, err := l.Uncompressed()
 	if err != nil {
@@ -727,22 +730,7 @@ func openLayer(ctx context.Context, l v1.Layer) (io.ReadCloser, error) {
 	return struct {
 		io.Reader
 		io.Closer
-	}{&ctxReader{ctx: ctx, r: rc}, rc}, nil
-}
-
-// ctxReader fails reads once ctx ends. Layer streams are read through it,
-// so an abort stops a copy inside one entry (a 3 GiB file, or the tar
-// reader skipping one) at the next read, not at the next entry.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
+	}{ctxio.Reader(ctx, rc), rc}, nil
 }
 
 // shortName keeps error messages readable when a hostile layer has a name

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -37,19 +38,6 @@ func WriteSaveTarball(ctx context.Context, img v1.Image, repoTag string, path st
 		ref = t
 	}
 	return writeAtomic(path, 0o644, func(w io.Writer) error {
-		return tarball.Write(ref, img, &ctxWriter{ctx: ctx, w: w})
+		return tarball.Write(ref, img, ctxio.Writer(ctx, w))
 	})
-}
-
-// ctxWriter stops a long write when ctx ends.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c *ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
 }

@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"archive/tar"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -35,7 +33,7 @@ func getEntries(b *testing.B, reg *testenv.Registry, bin string, counts []int, l
 	for _, n := range counts {
 		logf("P5: %d empty files: making the layer", n)
 		blobs := b.TempDir()
-		layer := testenv.FileLayer(b, blobs, "gzip", func(w io.Writer) error { return emptyFiles(w, n) })
+		layer := testenv.FileLayer(b, blobs, "gzip", testenv.EmptyFiles(n))
 		img := testenv.AppendLayers(b, testenv.BusyboxImage(b, testenv.ImageOptions{}), layer)
 		tag := fmt.Sprintf("files-%d", n)
 		digest := reg.Push(b, "bench/entries:"+tag, img).String()
@@ -58,23 +56,6 @@ func getEntries(b *testing.B, reg *testenv.Registry, bin string, counts []int, l
 		runs = append(runs, r)
 	}
 	return runs
-}
-
-// emptyFiles writes a tar of n empty files, 1000 to a folder.
-func emptyFiles(w io.Writer, n int) error {
-	tw := tar.NewWriter(w)
-	for i := range n {
-		dir := fmt.Sprintf("files/d%05d/", i/1000)
-		if i%1000 == 0 {
-			if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: testenv.DefaultCreated}); err != nil {
-				return err
-			}
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%sf%07d", dir, i), Typeflag: tar.TypeReg, Mode: 0o644, ModTime: testenv.DefaultCreated}); err != nil {
-			return err
-		}
-	}
-	return tw.Close()
 }
 
 // entriesTable formats the runs as rows of the P5 table.

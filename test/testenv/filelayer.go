@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -95,4 +97,24 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// EmptyFiles writes a tar of n empty files, 1000 to a folder
+// (files/d00000/f0000000 ...): a layer of many entries and few bytes.
+func EmptyFiles(n int) func(io.Writer) error {
+	return func(w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for i := range n {
+			dir := fmt.Sprintf("files/d%05d/", i/1000)
+			if i%1000 == 0 {
+				if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: DefaultCreated}); err != nil {
+					return err
+				}
+			}
+			if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%sf%07d", dir, i), Typeflag: tar.TypeReg, Mode: 0o644, ModTime: DefaultCreated}); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	}
 }
