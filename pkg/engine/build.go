@@ -200,20 +200,24 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 const buildCancelTimeout = 2 * time.Second
 
 // cancelOnAbort gives a BuildKit build an ID and, when ctx is cancelled,
-// cancels it in dockerd as well: closing the request ends the build only
-// once dockerd notices the closed connection, and a build dockerd still
-// runs keeps its request open, which dockerd 23+ then waits for when it is
-// stopped. The returned func waits for that cancel request to finish.
+// cancels it in dockerd as well, as the docker CLI does: closing the
+// request ends the build only once dockerd notices the closed connection,
+// and a build dockerd still runs keeps its request open, which dockerd 24+
+// then waits for when it is stopped. The returned func waits for that
+// cancel request to finish.
 func cancelOnAbort(ctx context.Context, cli Client, opts *build.ImageBuildOptions, log *logrus.Entry) (wait func()) {
 	opts.BuildID = "docker-image-resource-" + randomHex()
 	done := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(done)
+		t := time.Now()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), buildCancelTimeout)
 		defer cancel()
 		if err := cli.BuildCancel(cctx, opts.BuildID); err != nil {
 			log.Debugf("cancelling the build in dockerd: %v", err)
+			return
 		}
+		log.Debugf("build cancelled in dockerd in %s", time.Since(t).Round(time.Millisecond))
 	})
 	return func() {
 		if !stop() {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/docker/cli/cli/config/configfile"
 	clitypes "github.com/docker/cli/cli/config/types"
@@ -61,10 +62,14 @@ func buildKitSession(ctx context.Context, cli Client, o BuildOptions, log *logru
 		})
 	}()
 	stop = func() {
+		t := time.Now()
 		s.Close()
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			log.Debugf("buildkit session: %v", err)
+		}
+		if ctx.Err() != nil {
+			log.Debugf("BuildKit session closed in %s", time.Since(t).Round(time.Millisecond))
 		}
 	}
 	return s.ID(), stop, nil

@@ -18,6 +18,11 @@ type AbortedError struct{ Signal os.Signal }
 
 func (e *AbortedError) Error() string { return fmt.Sprintf("aborted (%s)", signalName(e.Signal)) }
 
+// Is makes an abort a cancellation to errors.Is(err, context.Canceled):
+// net/http fails a request with its context's cause, this error, where a
+// plainly cancelled one gives context.Canceled.
+func (e *AbortedError) Is(target error) bool { return target == context.Canceled }
+
 func signalName(s os.Signal) string {
 	switch s {
 	case syscall.SIGTERM:

@@ -3,6 +3,7 @@ package resource
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 
@@ -27,6 +28,20 @@ func TestAbortMessage(t *testing.T) {
 	}
 	if got := abortMessage(&AbortedError{Signal: syscall.SIGINT}, "load", context.Canceled); got != "aborted (SIGINT) during load" {
 		t.Errorf("SIGINT: %q", got)
+	}
+}
+
+// A request cut short by the abort fails with the context's cause; code
+// that asks whether it was cancelled must still hear yes.
+func TestAbortedIsCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(&AbortedError{Signal: syscall.SIGTERM})
+	err := fmt.Errorf("push: %w", context.Cause(ctx))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("errors.Is(%v, context.Canceled) = false", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("an abort is no deadline")
 	}
 }
 
