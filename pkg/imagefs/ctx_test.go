@@ -31,11 +31,13 @@ func (l *bigLayer) Digest() (v1.Hash, error) {
 	sum := sha256.Sum256([]byte(l.name))
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}, nil
 }
-func (l *bigLayer) DiffID() (v1.Hash, error)             { return l.Digest() }
-func (l *bigLayer) Size() (int64, error)                 { return l.size, nil }
-func (l *bigLayer) MediaType() (types.MediaType, error)  { return types.OCIUncompressedLayer, nil }
-func (l *bigLayer) Compressed() (io.ReadCloser, error)   { return l.Uncompressed() }
-func (l *bigLayer) Uncompressed() (io.ReadCloser, error) { return io.NopCloser(&countReader{l: l, r: l.stream()}), nil }
+func (l *bigLayer) DiffID() (v1.Hash, error)            { return l.Digest() }
+func (l *bigLayer) Size() (int64, error)                { return l.size, nil }
+func (l *bigLayer) MediaType() (types.MediaType, error) { return types.OCIUncompressedLayer, nil }
+func (l *bigLayer) Compressed() (io.ReadCloser, error)  { return l.Uncompressed() }
+func (l *bigLayer) Uncompressed() (io.ReadCloser, error) {
+	return io.NopCloser(&countReader{l: l, r: l.stream()}), nil
+}
 
 func (l *bigLayer) stream() io.Reader {
 	var hdr bytes.Buffer
