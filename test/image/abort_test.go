@@ -50,15 +50,7 @@ const (
 // request still open. The one request dockerd cannot end, a push to a
 // registry that answers nothing, is waited for, and the put says why.
 func TestImageAbort(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the image test needs root: debootstrap, dockerd and network namespaces")
-	}
-	ctx := t.Context()
-	repo, err := RepoRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	imageTar := builtImage(t, ctx, repo)
+	imageTar := imageForTest(t)
 
 	seed := testenv.StartRegistry(t, testenv.RegistryOptions{NoAuth: true})
 	// A base big enough that docker load and docker save take a while.
@@ -67,16 +59,10 @@ func TestImageAbort(t *testing.T) {
 	seed.Stop()
 
 	testenv.LockDockerd(t)
-	e := startEnv(t, ctx, imageTar)
+	e := startEnv(t, t.Context(), imageTar)
 	const user, pass = "concourse", "abort-secret-5d2c"
 	reg := e.startRegistry(registryOpts{Alias: "registry", Storage: filepath.Join(seed.Dir, "data"), Username: user, Password: pass})
-	source := func(repo string, extra map[string]any) map[string]any {
-		s := map[string]any{"repository": "registry:5000/" + repo, "username": user, "password": pass, "insecure_registries": []string{"registry:5000"}}
-		for k, v := range extra {
-			s[k] = v
-		}
-		return s
-	}
+	source := registrySource(user, pass)
 
 	srcDir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(srcDir, "base"), 0o755); err != nil {
