@@ -75,7 +75,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		if err := d.Stop(stopCtx); err != nil {
-			s.log.Warnf("stopping dockerd: %v", err)
+			s.log.Warn(err) // Stop's error says "stopping dockerd: ..." itself
 		}
 	}()
 	cli := d.Client()
