@@ -301,9 +301,9 @@ func (x *extractor) applyLayer(ctx context.Context, l v1.Layer) (int, error) {
 	return n, nil
 }
 
+// entry applies one tar entry of the current layer.
 func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
-	switch hdr.Typeflag {
-	case tar.TypeXGlobalHeader, tar.TypeXHeader, tar.TypeGNULongName, tar.TypeGNULongLink:
+	if isFormatHeader(hdr.Typeflag) {
 		return nil
 	}
 	name, err := cleanName(hdr.Name)
@@ -314,37 +314,17 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		x.skipped++
 		return nil
 	}
-	if hasMetaComponent(path.Dir(name)) {
+	switch kind, dir, target := classifyName(name); kind {
+	case nameSkipped:
 		return nil
-	}
-	dir, base := path.Split(name)
-	dir = strings.TrimSuffix(dir, "/")
-
-	if base == whiteoutOpaque {
+	case nameOpaque:
 		return x.opaque(dir)
+	case nameWhiteout:
+		return x.whiteout(dir, target)
 	}
-	if strings.HasPrefix(base, whiteoutMeta) {
-		return nil
-	}
-	if strings.HasPrefix(base, whiteoutPrefix) {
-		return x.whiteout(dir, strings.TrimPrefix(base, whiteoutPrefix))
-	}
-
 	if name == "" {
-		// The root directory's own entry: only its metadata matters.
-		if hdr.Typeflag == tar.TypeDir {
-			if err := x.addDir("", dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}); err != nil {
-				return err
-			}
-			if x.chown {
-				if err := x.root.Lchown(".", hdr.Uid, hdr.Gid); err != nil {
-					return fmt.Errorf("chown root directory: %w", err)
-				}
-			}
-		}
-		return nil
+		return x.rootEntry(hdr)
 	}
-
 	pdir, base, err := x.res.resolveFile(name, true)
 	if errors.Is(err, errSkipDev) {
 		x.skipped++
@@ -353,47 +333,76 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	full := path.Join(pdir, base)
-	fd, err := x.dirFD(pdir)
+	fd, err := x.makeRoom(pdir, base, hdr.Typeflag == tar.TypeDir)
 	if err != nil {
 		return err
 	}
+	full := path.Join(pdir, base)
+	if err := x.unpacked.Add(full); err != nil {
+		return err
+	}
+	return x.create(fd, name, full, base, hdr, r)
+}
 
-	// Whatever is there goes, unless a directory meets a directory.
+// isFormatHeader is a tar-format header entry (PAX, GNU long names): the tar
+// reader has already applied it to the next entry.
+func isFormatHeader(typ byte) bool {
+	switch typ {
+	case tar.TypeXGlobalHeader, tar.TypeXHeader, tar.TypeGNULongName, tar.TypeGNULongLink:
+		return true
+	}
+	return false
+}
+
+// rootEntry applies the root directory's own entry: only its metadata
+// matters, and only when it is a directory.
+func (x *extractor) rootEntry(hdr *tar.Header) error {
+	if hdr.Typeflag != tar.TypeDir {
+		return nil
+	}
+	if err := x.addDir("", dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}); err != nil {
+		return err
+	}
+	if x.chown {
+		if err := x.root.Lchown(".", hdr.Uid, hdr.Gid); err != nil {
+			return fmt.Errorf("chown root directory: %w", err)
+		}
+	}
+	return nil
+}
+
+// makeRoom removes whatever is at pdir/base, unless a directory (isDir)
+// meets a directory, and returns a descriptor of pdir to create it in.
+func (x *extractor) makeRoom(pdir, base string, isDir bool) (int, error) {
+	fd, err := x.dirFD(pdir)
+	if err != nil {
+		return -1, err
+	}
 	var st unix.Stat_t
 	err = unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case err == nil:
-		if !(st.Mode&unix.S_IFMT == unix.S_IFDIR && hdr.Typeflag == tar.TypeDir) {
-			if err := x.remove(pdir, base); err != nil {
-				return err
-			}
-			if fd, err = x.dirFD(pdir); err != nil {
-				return err
-			}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR && isDir {
+			return fd, nil
 		}
+		if err := x.remove(pdir, base); err != nil {
+			return -1, err
+		}
+		// Removing a directory or symlink drops the cached descriptor.
+		return x.dirFD(pdir)
 	case !errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("stat %s: %w", full, err)
+		return -1, fmt.Errorf("stat %s: %w", path.Join(pdir, base), err)
 	}
-	if err := x.unpacked.Add(full); err != nil {
-		return err
-	}
+	return fd, nil
+}
 
+// create makes the entry at base in the directory fd (full is its path in
+// the tree, name the entry's own, for logs).
+func (x *extractor) create(fd int, name, full, base string, hdr *tar.Header, r io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if err := unix.Mkdirat(fd, base, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("create directory %s: %w", full, err)
-		}
-		if err := x.addDir(full, dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}); err != nil {
-			return err
-		}
-		if x.chown {
-			if err := unix.Fchownat(fd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fmt.Errorf("chown %s: %w", full, err)
-			}
-		}
-		return nil
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont:
+		return x.mkdir(fd, full, base, hdr)
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeCont:
 		return x.regular(fd, full, base, hdr, r)
 	case tar.TypeSymlink:
 		if err := unix.Symlinkat(hdr.Linkname, fd, base); err != nil {
@@ -409,6 +418,23 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		x.log.Warnf("skipping %s: unsupported tar entry type %q", name, hdr.Typeflag)
 		return nil
 	}
+}
+
+// mkdir creates a directory entry (or keeps the one there) and records its
+// mode and times for finish.
+func (x *extractor) mkdir(fd int, full, base string, hdr *tar.Header) error {
+	if err := unix.Mkdirat(fd, base, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("create directory %s: %w", full, err)
+	}
+	if err := x.addDir(full, dirMeta{mode: uint32(hdr.Mode) & 0o7777, atime: hdr.AccessTime, mtime: hdr.ModTime}); err != nil {
+		return err
+	}
+	if x.chown {
+		if err := unix.Fchownat(fd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown %s: %w", full, err)
+		}
+	}
+	return nil
 }
 
 func (x *extractor) regular(dirfd int, full, base string, hdr *tar.Header, r io.Reader) error {
@@ -551,10 +577,8 @@ func (x *extractor) remove(pdir, base string) error {
 	return nil
 }
 
+// whiteout removes dir/target unless this layer created it.
 func (x *extractor) whiteout(dir, target string) error {
-	if target == "" || target == "." || target == ".." {
-		return nil
-	}
 	pdir, err := x.res.resolveDir(dir, false)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errSkipDev) {
 		return nil // nothing below to hide

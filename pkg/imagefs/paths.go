@@ -69,6 +69,37 @@ func hasMetaComponent(p string) bool {
 	return false
 }
 
+// What a layer entry's name means under the whiteout conventions.
+const (
+	nameEntry    = iota // an entry to create
+	nameSkipped         // aufs bookkeeping, or a whiteout that names nothing
+	nameOpaque          // .wh..wh..opq: dir's lower-layer contents are hidden
+	nameWhiteout        // .wh.NAME: dir/NAME of lower layers is hidden
+)
+
+// classifyName says what the cleaned entry name stands for; dir is its
+// parent ("" for the root) and target, for a whiteout, the hidden name's
+// last component. The extraction and rootfs.tar both decide through it.
+func classifyName(name string) (kind int, dir, target string) {
+	dir, base := path.Split(name)
+	dir = strings.TrimSuffix(dir, "/")
+	switch {
+	case hasMetaComponent(dir):
+		return nameSkipped, dir, ""
+	case base == whiteoutOpaque:
+		return nameOpaque, dir, ""
+	case strings.HasPrefix(base, whiteoutMeta):
+		return nameSkipped, dir, ""
+	case strings.HasPrefix(base, whiteoutPrefix):
+		t := strings.TrimPrefix(base, whiteoutPrefix)
+		if t == "" || t == "." || t == ".." {
+			return nameSkipped, dir, ""
+		}
+		return nameWhiteout, dir, t
+	}
+	return nameEntry, dir, ""
+}
+
 // resolver maps paths inside root to paths without symlinks, resolving
 // symlinks as if root were "/" (what docker and containerd do when they
 // apply a layer): an absolute target restarts at root and ".." stops at
@@ -135,94 +166,127 @@ func (r *resolver) resolveDir(p string, create bool) (string, error) {
 	if res, ok := r.resolved[p]; ok {
 		return res, nil
 	}
-	var out []string
-	rest := strings.Split(p, "/")
-	links := 0
-	var open []pending
+	w := walk{r: r, p: p, create: create, rest: strings.Split(p, "/")}
 	for {
-		// Symlinks whose targets are fully walked resolve to where the
-		// walk is now.
-		for len(open) > 0 && len(rest) == open[len(open)-1].restLen {
-			o := open[len(open)-1]
-			open = open[:len(open)-1]
-			cache(&r.links, o.link, linkTarget{dir: path.Join(out...), links: links - o.links})
-		}
-		if len(rest) == 0 {
+		w.settleLinks()
+		if len(w.rest) == 0 {
 			break
 		}
-		c := rest[0]
-		rest = rest[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(out) > 0 {
-				out = out[:len(out)-1]
-			}
-			continue
+		c := w.rest[0]
+		w.rest = w.rest[1:]
+		if err := w.step(c); err != nil {
+			return "", err
 		}
-		if r.skipDev && len(out) == 0 && c == "dev" {
-			return "", errSkipDev
-		}
-		cur := path.Join(path.Join(out...), c)
-		if r.realDirs[cur] {
-			out = append(out, c)
-			continue
-		}
-		if t, ok := r.links[cur]; ok {
-			if links += t.links; links > maxSymlinks {
-				return "", errLoop(p)
-			}
-			out = splitPath(t.dir)
-			continue
-		}
-		fi, err := r.root.Lstat(cur)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			if !create {
-				return "", fmt.Errorf("directory %s: %w", cur, fs.ErrNotExist)
-			}
-			// Below a new directory everything is new: create the run of
-			// plain names from one handle each instead of from the root
-			// (a chain of n components would cost n² lookups).
-			comps := append([]string{c}, rest...)
-			n, err := r.createRun(path.Join(out...), comps)
-			if err != nil {
-				return "", err
-			}
-			if n == 0 {
-				return "", fmt.Errorf("create directory %s: nothing to create", cur)
-			}
-			out, rest = append(out, comps[:n]...), comps[n:]
-			// The run may reach past a symlink's target into what follows
-			// it: such links are not remembered.
-			open = nil
-			continue
-		case err != nil:
-			return "", fmt.Errorf("look up %s: %w", cur, err)
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if links++; links > maxSymlinks {
-				return "", errLoop(p)
-			}
-			target, err := r.root.Readlink(cur)
-			if err != nil {
-				return "", fmt.Errorf("read symlink %s: %w", cur, err)
-			}
-			open = append(open, pending{link: cur, restLen: len(rest), links: links - 1})
-			if strings.HasPrefix(target, "/") {
-				out = out[:0]
-			}
-			rest = append(strings.Split(target, "/"), rest...)
-			continue
-		case !fi.IsDir():
-			return "", fmt.Errorf("%s is not a directory", cur)
-		}
-		cache(&r.realDirs, cur, true)
-		out = append(out, c)
 	}
-	res := path.Join(out...)
+	res := path.Join(w.out...)
 	cache(&r.resolved, p, res)
 	return res, nil
+}
+
+// walk is one resolveDir under way: out is the symlink-free path so far,
+// rest the components still to walk (a followed symlink's target first).
+type walk struct {
+	r      *resolver
+	p      string
+	create bool
+	out    []string
+	rest   []string
+	links  int       // symlinks followed so far
+	open   []pending // symlinks whose targets are being walked
+}
+
+// settleLinks remembers what the symlinks whose targets are fully walked
+// resolve to: where the walk is now.
+func (w *walk) settleLinks() {
+	for len(w.open) > 0 && len(w.rest) == w.open[len(w.open)-1].restLen {
+		o := w.open[len(w.open)-1]
+		w.open = w.open[:len(w.open)-1]
+		cache(&w.r.links, o.link, linkTarget{dir: path.Join(w.out...), links: w.links - o.links})
+	}
+}
+
+// step walks one component c. Nothing resolves above the root: ".." there
+// stays at the root, and os.Root backs every lookup.
+func (w *walk) step(c string) error {
+	switch c {
+	case "", ".":
+		return nil
+	case "..":
+		if len(w.out) > 0 {
+			w.out = w.out[:len(w.out)-1]
+		}
+		return nil
+	}
+	if w.r.skipDev && len(w.out) == 0 && c == "dev" {
+		return errSkipDev
+	}
+	cur := path.Join(path.Join(w.out...), c)
+	if w.r.realDirs[cur] {
+		w.out = append(w.out, c)
+		return nil
+	}
+	if t, ok := w.r.links[cur]; ok {
+		if w.links += t.links; w.links > maxSymlinks {
+			return errLoop(w.p)
+		}
+		w.out = splitPath(t.dir)
+		return nil
+	}
+	fi, err := w.r.root.Lstat(cur)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return w.createMissing(cur, c)
+	case err != nil:
+		return fmt.Errorf("look up %s: %w", cur, err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return w.follow(cur)
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", cur)
+	}
+	cache(&w.r.realDirs, cur, true)
+	w.out = append(w.out, c)
+	return nil
+}
+
+// createMissing creates the missing directory cur (component c) and, as
+// below a new directory everything is new, the run of plain names after it,
+// from one handle each instead of from the root (a chain of n components
+// would cost n² lookups).
+func (w *walk) createMissing(cur, c string) error {
+	if !w.create {
+		return fmt.Errorf("directory %s: %w", cur, fs.ErrNotExist)
+	}
+	comps := append([]string{c}, w.rest...)
+	n, err := w.r.createRun(path.Join(w.out...), comps)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("create directory %s: nothing to create", cur)
+	}
+	w.out, w.rest = append(w.out, comps[:n]...), comps[n:]
+	// The run may reach past a symlink's target into what follows it: such
+	// links are not remembered.
+	w.open = nil
+	return nil
+}
+
+// follow puts the target of the symlink cur at the front of the walk: an
+// absolute one restarts at the root.
+func (w *walk) follow(cur string) error {
+	if w.links++; w.links > maxSymlinks {
+		return errLoop(w.p)
+	}
+	target, err := w.r.root.Readlink(cur)
+	if err != nil {
+		return fmt.Errorf("read symlink %s: %w", cur, err)
+	}
+	w.open = append(w.open, pending{link: cur, restLen: len(w.rest), links: w.links - 1})
+	if strings.HasPrefix(target, "/") {
+		w.out = w.out[:0]
+	}
+	w.rest = append(strings.Split(target, "/"), w.rest...)
+	return nil
 }
 
 // cache stores k in *m, starting *m afresh when it is full.

@@ -200,20 +200,13 @@ func toFlatEntry(hdr *tar.Header) (flatEntry, error) {
 		return flatEntry{}, err
 	}
 	e := flatEntry{name: name}
-	dir, base := path.Split(name)
-	dir = strings.TrimSuffix(dir, "/")
-	switch {
-	case hasMetaComponent(dir):
+	switch kind, dir, target := classifyName(name); kind {
+	case nameSkipped:
 		e.skip = true
-	case base == whiteoutOpaque:
+	case nameOpaque:
 		e.skip, e.opaque, e.name = true, true, dir
-	case strings.HasPrefix(base, whiteoutMeta):
-		e.skip = true
-	case strings.HasPrefix(base, whiteoutPrefix):
-		e.skip = true
-		if t := strings.TrimPrefix(base, whiteoutPrefix); t != "" && t != "." && t != ".." {
-			e.whiteout = path.Join(dir, t)
-		}
+	case nameWhiteout:
+		e.skip, e.whiteout = true, path.Join(dir, target)
 	}
 	if hdr.Typeflag == tar.TypeLink && !e.skip {
 		if e.linkname, err = cleanName(hdr.Linkname); err != nil {
@@ -303,6 +296,7 @@ type sweep struct {
 	spooled map[uint64]bool
 }
 
+// record takes the next name record, starting a new group at a new name.
 func (s *sweep) record(rec []byte) error {
 	kind, pos, name, payload := decodeNameRecord(rec)
 	if !s.in || name != s.name {
@@ -323,43 +317,56 @@ func (s *sweep) record(rec []byte) error {
 	case recLinkRef:
 		return s.pending.add(s.tmpDir, pos)
 	case recDir, recOther:
-		visible := pos >= max(s.limit, s.wl)
-		winner := false
-		if !s.decided && visible {
-			s.decided, winner = true, true
-			f.kept, f.hasKept = pos, true
-			if kind == recDir {
-				f.dirHdr = bytes.Clone(payload)
-			} else if err := s.events.Add(event(pos, f.depth, evKeep, nil)); err != nil {
-				return err
-			}
-		}
-		if kind == recOther {
-			// A non-directory hides what lower layers had below it.
-			f.hide = max(f.hide, pos)
-		}
-		// Hardlinks made above this entry and before the next one of the
-		// name link to it: a copy of it unless it is what survives.
-		return s.pending.each(func(link uint64) error {
-			if winner || kind != recOther || !isRegular(payload[0]) {
-				return nil
-			}
-			if !s.spooled[pos] {
-				if s.spooled == nil {
-					s.spooled = map[uint64]bool{}
-				}
-				s.spooled[pos] = true
-				if err := s.events.Add(event(pos, 0, evSpool, nil)); err != nil {
-					return err
-				}
-			}
-			return s.events.Add(event(link, 0, evCopy, binary.BigEndian.AppendUint64(nil, pos)))
-		})
+		return s.entry(kind, pos, payload)
 	}
 	return nil
 }
 
-func isRegular(typ byte) bool { return typ == tar.TypeReg || typ == tar.TypeRegA }
+// entry takes a directory or other entry of the current name: the first
+// one visible (highest position, not hidden) survives.
+func (s *sweep) entry(kind byte, pos uint64, payload []byte) error {
+	f := s.cur
+	visible := pos >= max(s.limit, s.wl)
+	winner := false
+	if !s.decided && visible {
+		s.decided, winner = true, true
+		f.kept, f.hasKept = pos, true
+		if kind == recDir {
+			f.dirHdr = bytes.Clone(payload)
+		} else if err := s.events.Add(event(pos, f.depth, evKeep, nil)); err != nil {
+			return err
+		}
+	}
+	if kind == recOther {
+		// A non-directory hides what lower layers had below it.
+		f.hide = max(f.hide, pos)
+	}
+	// Hardlinks made above this entry and before the next one of the
+	// name link to it: a copy of it unless it is what survives.
+	copies := !winner && kind == recOther && payload[0] == tar.TypeReg
+	return s.settleLinks(pos, copies)
+}
+
+// settleLinks empties the pending hardlinks, which link to the entry at
+// pos; with copies they become copies of it (a regular file that does not
+// survive), else they stay hardlinks.
+func (s *sweep) settleLinks(pos uint64, copies bool) error {
+	return s.pending.each(func(link uint64) error {
+		if !copies {
+			return nil
+		}
+		if !s.spooled[pos] {
+			if s.spooled == nil {
+				s.spooled = map[uint64]bool{}
+			}
+			s.spooled[pos] = true
+			if err := s.events.Add(event(pos, 0, evSpool, nil)); err != nil {
+				return err
+			}
+		}
+		return s.events.Add(event(link, 0, evCopy, binary.BigEndian.AppendUint64(nil, pos)))
+	})
+}
 
 // startGroup pops the frames name is not below and starts its own.
 func (s *sweep) startGroup(name string) error {
@@ -502,7 +509,7 @@ func writeFlat(ctx context.Context, layers []v1.Layer, events *sorter, w io.Writ
 		if err := tw.WriteHeader(out); err != nil {
 			return fmt.Errorf("write %s: %w", e.name, err)
 		}
-		if isRegular(out.Typeflag) {
+		if out.Typeflag == tar.TypeReg {
 			if _, err := io.CopyBuffer(tw, r, buf); err != nil {
 				return fmt.Errorf("write %s: %w", e.name, err)
 			}
@@ -600,9 +607,6 @@ func cleanHeader(hdr *tar.Header, name string) *tar.Header {
 		h.Name += "/"
 	}
 	h.Format = tar.FormatUnknown
-	if h.Typeflag == tar.TypeRegA {
-		h.Typeflag = tar.TypeReg
-	}
 	return &h
 }
 
