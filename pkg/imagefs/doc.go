@@ -60,8 +60,8 @@
 // resolver (metadata.go, resolvePath), so a passwd symlinked to the host's
 // /etc/passwd reads the image's or nothing.
 //
-// The fuzz targets (fuzz_test.go) and TestExtractEscapes check these
-// properties: after any input, successful or not, nothing but DEST (on
-// success) is left next to it, a bait folder beside it stays as it was, and
-// rootfs.tar reads back with clean relative names.
+// The fuzz targets (fuzz_test.go) and the TestExtractEscapes tests check
+// these properties: after any input, successful or not, nothing but the
+// destination (on success) is left next to it, a bait folder beside it
+// stays as it was, and rootfs.tar reads back with clean relative names.
 package imagefs

@@ -332,8 +332,9 @@ type escapeCase struct {
 	check   func(t *testing.T, dest, outside string)
 }
 
-func TestExtractEscapes(t *testing.T) {
-	cases := []escapeCase{
+// TestExtractEscapesByName: names that climb out with "..".
+func TestExtractEscapesByName(t *testing.T) {
+	runEscapeCases(t, []escapeCase{
 		{name: "dotdot", wantErr: true, layers: func(string) [][]ent {
 			return [][]ent{{file("../../outside/pwned", "x", 0o644)}}
 		}},
@@ -343,6 +344,12 @@ func TestExtractEscapes(t *testing.T) {
 		{name: "dotdot-dir", wantErr: true, layers: func(string) [][]ent {
 			return [][]ent{{dir("../x/", 0o755)}}
 		}},
+	})
+}
+
+// TestExtractEscapesThroughSymlinks: symlinks resolve as if dest were "/".
+func TestExtractEscapesThroughSymlinks(t *testing.T) {
+	runEscapeCases(t, []escapeCase{
 		{name: "symlink-parent-absolute", layers: func(outside string) [][]ent {
 			return [][]ent{{symlink("evil", outside)}, {file("evil/pwned", "x", 0o644)}}
 		}, check: func(t *testing.T, dest, outside string) {
@@ -381,6 +388,18 @@ func TestExtractEscapes(t *testing.T) {
 				t.Errorf("f = %v", fi.Mode())
 			}
 		}},
+		{name: "dev-through-symlink", layers: func(string) [][]ent {
+			return [][]ent{{symlink("mydev", "/dev")}, {file("mydev/x", "x", 0o644)}}
+		}, check: func(t *testing.T, dest, _ string) {
+			mustNotExist(t, filepath.Join(dest, "dev"))
+		}},
+	})
+}
+
+// TestExtractEscapesByLinksAndMarkers: hardlinks, whiteouts and opaque
+// markers that point outside.
+func TestExtractEscapesByLinksAndMarkers(t *testing.T) {
+	runEscapeCases(t, []escapeCase{
 		{name: "hardlink-dotdot", wantErr: true, layers: func(string) [][]ent {
 			return [][]ent{{hardlink("l", "../../outside/secret")}}
 		}},
@@ -396,58 +415,65 @@ func TestExtractEscapes(t *testing.T) {
 		{name: "opaque-through-symlink", layers: func(outside string) [][]ent {
 			return [][]ent{{symlink("s", outside)}, {whiteout("s/.wh..wh..opq"), file("s/new", "n", 0o644)}}
 		}},
-		{name: "dev-through-symlink", layers: func(string) [][]ent {
-			return [][]ent{{symlink("mydev", "/dev")}, {file("mydev/x", "x", 0o644)}}
-		}, check: func(t *testing.T, dest, _ string) {
-			mustNotExist(t, filepath.Join(dest, "dev"))
-		}},
-	}
+	})
+}
+
+func runEscapeCases(t *testing.T, cases []escapeCase) {
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			sandbox := t.TempDir()
-			outside := filepath.Join(sandbox, "outside")
-			if err := os.Mkdir(outside, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			work := filepath.Join(sandbox, "work")
-			if err := os.Mkdir(work, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			dest := filepath.Join(work, "rootfs")
-			img := imageOfEntries(t, c.layers(outside)...)
-			err := ExtractRootfs(context.Background(), img, dest, ExtractOptions{})
-			if c.wantErr && err == nil {
-				t.Error("want an error")
-			}
-			if !c.wantErr && err != nil {
-				t.Errorf("unexpected error: %v", err)
-			}
-			if got := tree(t, outside); strings.Join(got, ",") != "secret ----------" {
-				t.Errorf("outside changed: %v", got)
-			}
-			if got := readString(t, filepath.Join(outside, "secret")); got != "secret" {
-				t.Errorf("secret changed: %q", got)
-			}
-			if st := lstat(t, filepath.Join(outside, "secret")).Sys().(*syscall.Stat_t); st.Nlink != 1 {
-				t.Errorf("secret got hardlinked: nlink %d", st.Nlink)
-			}
-			ents, _ := os.ReadDir(sandbox)
-			if len(ents) != 2 {
-				t.Errorf("sandbox holds %v", ents)
-			}
-			if err != nil {
-				mustNotExist(t, dest)
-				if ents, _ := os.ReadDir(work); len(ents) != 0 {
-					t.Errorf("failed extraction left %v", ents)
-				}
-			}
-			if c.check != nil && err == nil {
-				c.check(t, dest, outside)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { runEscapeCase(t, c) })
+	}
+}
+
+func runEscapeCase(t *testing.T, c escapeCase) {
+	sandbox := t.TempDir()
+	outside := filepath.Join(sandbox, "outside")
+	if err := os.Mkdir(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(sandbox, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(work, "rootfs")
+	img := imageOfEntries(t, c.layers(outside)...)
+	err := ExtractRootfs(context.Background(), img, dest, ExtractOptions{})
+	if c.wantErr && err == nil {
+		t.Error("want an error")
+	}
+	if !c.wantErr && err != nil {
+		t.Errorf("unexpected error: %v", err)
+	}
+	checkOutsideUntouched(t, sandbox, outside)
+	if err != nil {
+		mustNotExist(t, dest)
+		if ents, _ := os.ReadDir(work); len(ents) != 0 {
+			t.Errorf("failed extraction left %v", ents)
+		}
+	}
+	if c.check != nil && err == nil {
+		c.check(t, dest, outside)
+	}
+}
+
+// checkOutsideUntouched: outside still holds only secret, unchanged and not
+// hardlinked, and the sandbox only outside and work.
+func checkOutsideUntouched(t *testing.T, sandbox, outside string) {
+	t.Helper()
+	if got := tree(t, outside); strings.Join(got, ",") != "secret ----------" {
+		t.Errorf("outside changed: %v", got)
+	}
+	if got := readString(t, filepath.Join(outside, "secret")); got != "secret" {
+		t.Errorf("secret changed: %q", got)
+	}
+	if st := lstat(t, filepath.Join(outside, "secret")).Sys().(*syscall.Stat_t); st.Nlink != 1 {
+		t.Errorf("secret got hardlinked: nlink %d", st.Nlink)
+	}
+	ents, _ := os.ReadDir(sandbox)
+	if len(ents) != 2 {
+		t.Errorf("sandbox holds %v", ents)
 	}
 }
 

@@ -259,7 +259,10 @@ func TestReadMetadataPasswdSymlinks(t *testing.T) {
 	}
 }
 
-func TestInspectJSON(t *testing.T) {
+// inspectTestImage is a two-layer image whose config sets every field
+// docker_inspect.json shows.
+func inspectTestImage(t *testing.T) (v1.Image, *v1.ConfigFile) {
+	t.Helper()
 	base := imageOfEntries(t, []ent{file("a", "a", 0o644)}, []ent{file("b", "bb", 0o644)})
 	cf, err := base.ConfigFile()
 	if err != nil {
@@ -278,7 +281,11 @@ func TestInspectJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return img, cf
+}
 
+func TestInspectJSON(t *testing.T) {
+	img, cf := inspectTestImage(t)
 	b, err := InspectJSON(img, "127.0.0.1:5000/app:1", "127.0.0.1:5000/app@sha256:"+strings.Repeat("a", 64))
 	if err != nil {
 		t.Fatal(err)
@@ -291,6 +298,14 @@ func TestInspectJSON(t *testing.T) {
 		t.Fatalf("%d objects", len(arr))
 	}
 	o := arr[0]
+	t.Run("names", func(t *testing.T) { checkInspectNames(t, img, o) })
+	t.Run("config", func(t *testing.T) { checkInspectConfig(t, o) })
+	t.Run("image", func(t *testing.T) { checkInspectImage(t, img, cf, o) })
+}
+
+// checkInspectNames: Id is the config digest, RepoTags and RepoDigests the
+// names given.
+func checkInspectNames(t *testing.T, img v1.Image, o map[string]any) {
 	cn, _ := img.ConfigName()
 	if o["Id"] != cn.String() {
 		t.Errorf("Id = %v, want %s", o["Id"], cn)
@@ -301,6 +316,11 @@ func TestInspectJSON(t *testing.T) {
 	if ds := o["RepoDigests"].([]any); len(ds) != 1 || !strings.HasPrefix(ds[0].(string), "127.0.0.1:5000/app@sha256:") {
 		t.Errorf("RepoDigests = %v", ds)
 	}
+}
+
+// checkInspectConfig: Config has the image's values and every key docker
+// writes.
+func checkInspectConfig(t *testing.T, o map[string]any) {
 	config := o["Config"].(map[string]any)
 	labels := config["Labels"].(map[string]any)
 	if labels["version"] != "1.2" || labels["org.opencontainers.image.source"] != "https://example.com/x" {
@@ -314,6 +334,11 @@ func TestInspectJSON(t *testing.T) {
 	if config["User"] != "app" || len(config["Env"].([]any)) != 2 || config["ExposedPorts"] == nil {
 		t.Errorf("Config = %v", config)
 	}
+}
+
+// checkInspectImage: platform, author, times, layers and size, and the keys
+// docker writes that have no value here.
+func checkInspectImage(t *testing.T, img v1.Image, cf *v1.ConfigFile, o map[string]any) {
 	if o["Architecture"] != "arm64" || o["Os"] != "linux" || o["Variant"] != "v8" || o["Author"] != "someone" {
 		t.Errorf("platform/author: %v %v %v %v", o["Architecture"], o["Os"], o["Variant"], o["Author"])
 	}
@@ -337,9 +362,12 @@ func TestInspectJSON(t *testing.T) {
 			t.Errorf("no %s", k)
 		}
 	}
+}
 
-	// No digest/tag given: empty lists, not null.
-	b, _ = InspectJSON(img, "", "")
+// No digest/tag given: empty lists, not null.
+func TestInspectJSONWithoutNames(t *testing.T) {
+	img, _ := inspectTestImage(t)
+	b, _ := InspectJSON(img, "", "")
 	if !bytes.Contains(b, []byte(`"RepoTags": []`)) || !bytes.Contains(b, []byte(`"RepoDigests": []`)) {
 		t.Errorf("empty lists: %s", b)
 	}

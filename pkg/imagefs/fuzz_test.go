@@ -43,6 +43,20 @@ func fuzzExtract(t *testing.T, root string, layers ...[]byte) {
 		ls = append(ls, static.NewLayer(b, types.OCIUncompressedLayer))
 	}
 	img := imageOf(t, ls...)
+	err := fuzzExtractWithin(t, img, dest, filepath.Join(parent, "rootfs.tar"))
+	if err != nil && err.Error() == "" {
+		t.Fatal("empty error message")
+	}
+	if err2 := filepath.WalkDir(root, func(p string, d fs.DirEntry, werr error) error {
+		return checkFuzzEntry(t, root, p, d, werr, err)
+	}); err2 != nil {
+		t.Fatalf("walk: %v", err2)
+	}
+}
+
+// fuzzExtractWithin extracts img into dest and, when that succeeds, writes
+// rootfs.tar at tarPath as the get does; either must finish within 50 s.
+func fuzzExtractWithin(t *testing.T, img v1.Image, dest, tarPath string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 	// A stuck extraction is a bug too: crash with every goroutine's stack,
@@ -54,56 +68,61 @@ func fuzzExtract(t *testing.T, root string, layers ...[]byte) {
 	err := ExtractRootfs(ctx, img, dest, ExtractOptions{Chown: os.Geteuid() == 0})
 	if err == nil {
 		// The get writes rootfs.tar once rootfs/ is there.
-		fuzzRootfsTar(t, ctx, img, filepath.Join(parent, "rootfs.tar"))
+		fuzzRootfsTar(t, ctx, img, tarPath)
 	}
 	watchdog.Stop()
 	if ctx.Err() != nil {
 		t.Fatal("extraction did not finish within 50 s")
 	}
-	if err != nil && err.Error() == "" {
-		t.Fatal("empty error message")
+	return err
+}
+
+// checkFuzzEntry is the walk of root after an extraction that returned
+// extractErr: root may hold only parent, an empty outside, and, after a
+// success, parent/dest with no device node, fifo or socket in it.
+func checkFuzzEntry(t *testing.T, root, p string, d fs.DirEntry, werr, extractErr error) error {
+	rel, _ := filepath.Rel(root, p)
+	if errors.Is(werr, unix.ENAMETOOLONG) && strings.HasPrefix(rel, "parent/dest/") {
+		return nil // deeper than this walk can name; still inside dest
 	}
-	err2 := filepath.WalkDir(root, func(p string, d fs.DirEntry, werr error) error {
-		rel, _ := filepath.Rel(root, p)
-		if errors.Is(werr, unix.ENAMETOOLONG) && strings.HasPrefix(rel, "parent/dest/") {
-			return nil // deeper than this walk can name; still inside dest
-		}
-		if werr != nil {
-			return werr
-		}
-		switch {
-		case rel == "." || rel == "parent" || rel == "outside":
-			return nil
-		case rel == "parent/dest" && err == nil:
-			return nil
-		case strings.HasPrefix(rel, "parent/dest/") && err == nil:
-			fi, ierr := d.Info()
-			if errors.Is(ierr, unix.ENAMETOOLONG) {
-				return nil
-			}
-			if ierr != nil {
-				return ierr
-			}
-			if fi.Mode()&(fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
-				t.Errorf("device node, fifo or socket in the rootfs: %s (%v)", rel, fi.Mode())
-			}
-			if d.IsDir() && fi.Mode().Perm()&0o500 != 0o500 {
-				// Unreadable directories are legitimate image content; make
-				// them walkable so the rest of the tree is checked.
-				os.Chmod(p, fi.Mode().Perm()|0o700)
-			}
-			return nil
-		}
-		if err != nil && strings.HasPrefix(rel, "parent/dest") {
-			t.Errorf("failed extraction (%v) left %s behind", err, rel)
-		} else {
-			t.Errorf("extraction (err %v) wrote outside the destination: %s", err, rel)
-		}
+	if werr != nil {
+		return werr
+	}
+	switch {
+	case rel == "." || rel == "parent" || rel == "outside":
 		return nil
-	})
-	if err2 != nil {
-		t.Fatalf("walk: %v", err2)
+	case rel == "parent/dest" && extractErr == nil:
+		return nil
+	case strings.HasPrefix(rel, "parent/dest/") && extractErr == nil:
+		return checkFuzzRootfsEntry(t, rel, p, d)
 	}
+	if extractErr != nil && strings.HasPrefix(rel, "parent/dest") {
+		t.Errorf("failed extraction (%v) left %s behind", extractErr, rel)
+	} else {
+		t.Errorf("extraction (err %v) wrote outside the destination: %s", extractErr, rel)
+	}
+	return nil
+}
+
+// checkFuzzRootfsEntry fails on a device node, fifo or socket in the
+// rootfs, and makes unreadable directories walkable.
+func checkFuzzRootfsEntry(t *testing.T, rel, p string, d fs.DirEntry) error {
+	fi, ierr := d.Info()
+	if errors.Is(ierr, unix.ENAMETOOLONG) {
+		return nil
+	}
+	if ierr != nil {
+		return ierr
+	}
+	if fi.Mode()&(fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
+		t.Errorf("device node, fifo or socket in the rootfs: %s (%v)", rel, fi.Mode())
+	}
+	if d.IsDir() && fi.Mode().Perm()&0o500 != 0o500 {
+		// Unreadable directories are legitimate image content; make
+		// them walkable so the rest of the tree is checked.
+		os.Chmod(p, fi.Mode().Perm()|0o700)
+	}
+	return nil
 }
 
 // fuzzRootfsTar writes rootfs.tar at p and checks it reads back as a tar
