@@ -37,12 +37,36 @@ func tarEntries(t *testing.T, b []byte) map[string][]byte {
 // repositories file), replaces only the configs it is given, and keeps every
 // other entry byte for byte, from plain and gzip-compressed tarballs.
 func TestCopySave(t *testing.T) {
-	img := testenv.BusyboxImage(t, testenv.ImageOptions{RandomLayers: []int64{5000}})
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "image.tar")
-	testenv.SaveTarball(t, plain, img, "reg.example/team/base:1")
-	raw, _ := os.ReadFile(plain)
-	// The legacy file docker save writes next to manifest.json.
+	orig := writeSaveWithRepositories(t, plain)
+	gz := filepath.Join(dir, "image.tar.gz")
+	gzipFile(t, plain, gz)
+
+	var m []map[string]json.RawMessage
+	json.Unmarshal(orig["manifest.json"], &m)
+	var cfgName string
+	json.Unmarshal(m[0]["Config"], &cfgName)
+	newCfg := []byte(`{"os":"linux"}`)
+
+	for _, p := range []string{plain, gz} {
+		for _, replace := range []map[string][]byte{nil, {CleanName(cfgName): newCfg}} {
+			var out bytes.Buffer
+			if err := CopySave(context.Background(), &out, p, replace); err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			checkCopy(t, p, tarEntries(t, out.Bytes()), orig, cfgName, replace)
+		}
+	}
+}
+
+// writeSaveWithRepositories writes a docker-save tarball at p with the
+// legacy repositories file docker save writes next to manifest.json, and
+// returns its entries.
+func writeSaveWithRepositories(t *testing.T, p string) map[string][]byte {
+	img := testenv.BusyboxImage(t, testenv.ImageOptions{RandomLayers: []int64{5000}})
+	testenv.SaveTarball(t, p, img, "reg.example/team/base:1")
+	raw, _ := os.ReadFile(p)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tr := tar.NewReader(bytes.NewReader(raw))
@@ -59,52 +83,41 @@ func TestCopySave(t *testing.T) {
 	tw.WriteHeader(&tar.Header{Name: "repositories", Mode: 0o644, Size: int64(len(repos)), Typeflag: tar.TypeReg})
 	tw.Write([]byte(repos))
 	tw.Close()
-	os.WriteFile(plain, buf.Bytes(), 0o644)
-	gz := filepath.Join(dir, "image.tar.gz")
-	gzipFile(t, plain, gz)
-	orig := tarEntries(t, buf.Bytes())
+	os.WriteFile(p, buf.Bytes(), 0o644)
+	return tarEntries(t, buf.Bytes())
+}
 
-	var m []map[string]json.RawMessage
-	json.Unmarshal(orig["manifest.json"], &m)
-	var cfgName string
-	json.Unmarshal(m[0]["Config"], &cfgName)
-	newCfg := []byte(`{"os":"linux"}`)
-
-	for _, p := range []string{plain, gz} {
-		for _, replace := range []map[string][]byte{nil, {CleanName(cfgName): newCfg}} {
-			var out bytes.Buffer
-			if err := CopySave(context.Background(), &out, p, replace); err != nil {
-				t.Fatalf("%s: %v", p, err)
+// checkCopy compares the copy of p (got) with the original's entries.
+func checkCopy(t *testing.T, p string, got, orig map[string][]byte, cfgName string, replace map[string][]byte) {
+	t.Helper()
+	if _, ok := got["repositories"]; ok {
+		t.Errorf("%s: the repositories file was copied", p)
+	}
+	var gm []struct {
+		Config   string
+		RepoTags []string
+		Layers   []string
+	}
+	if err := json.Unmarshal(got["manifest.json"], &gm); err != nil || len(gm) != 1 || len(gm[0].RepoTags) != 0 || gm[0].Config != cfgName || len(gm[0].Layers) != 2 {
+		t.Errorf("%s: manifest.json %s (%v)", p, got["manifest.json"], err)
+	}
+	for name, c := range orig {
+		switch {
+		case name == "manifest.json" || name == "repositories":
+		case replace != nil && name == CleanName(cfgName):
+			if !bytes.Equal(got[name], replace[name]) {
+				t.Errorf("%s: config %s not replaced: %s", p, name, got[name])
 			}
-			got := tarEntries(t, out.Bytes())
-			if _, ok := got["repositories"]; ok {
-				t.Errorf("%s: the repositories file was copied", p)
-			}
-			var gm []struct {
-				Config   string
-				RepoTags []string
-				Layers   []string
-			}
-			if err := json.Unmarshal(got["manifest.json"], &gm); err != nil || len(gm) != 1 || len(gm[0].RepoTags) != 0 || gm[0].Config != cfgName || len(gm[0].Layers) != 2 {
-				t.Errorf("%s: manifest.json %s (%v)", p, got["manifest.json"], err)
-			}
-			for name, c := range orig {
-				switch {
-				case name == "manifest.json" || name == "repositories":
-				case replace != nil && name == CleanName(cfgName):
-					if !bytes.Equal(got[name], newCfg) {
-						t.Errorf("%s: config %s not replaced: %s", p, name, got[name])
-					}
-				case !bytes.Equal(got[name], c):
-					t.Errorf("%s: entry %s changed (%d bytes, was %d)", p, name, len(got[name]), len(c))
-				}
-			}
+		case !bytes.Equal(got[name], c):
+			t.Errorf("%s: entry %s changed (%d bytes, was %d)", p, name, len(got[name]), len(c))
 		}
 	}
+}
 
-	notSave := filepath.Join(dir, "layer.tar")
-	buf.Reset()
-	tw = tar.NewWriter(&buf)
+func TestCopySaveRefusesATarballWithoutManifest(t *testing.T) {
+	notSave := filepath.Join(t.TempDir(), "layer.tar")
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "a", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
 	tw.Write([]byte("a"))
 	tw.Close()

@@ -138,15 +138,6 @@ func Detect(dir string, platform v1.Platform) (*Folder, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("%s is not a folder", dir)
 	}
-	has := func(name string) os.FileInfo {
-		fi, err := os.Stat(filepath.Join(dir, name))
-		if err != nil {
-			return nil
-		}
-		return fi
-	}
-	isFile := func(name string) bool { fi := has(name); return fi != nil && fi.Mode().IsRegular() }
-	isDir := func(name string) bool { fi := has(name); return fi != nil && fi.IsDir() }
 	f := &Folder{Dir: dir}
 	// repository and tag name the image wherever they exist (this resource
 	// and registry-image-resource write them).
@@ -157,76 +148,9 @@ func Detect(dir string, platform v1.Platform) (*Folder, error) {
 			f.Tag = "latest"
 		}
 	}
-	digest := readSmall(filepath.Join(dir, DigestFile))
-
-	switch {
-	case isFile(ImageFile) || has(ImageIDFile) != nil:
-		// This resource's own folder: every file is required, as before.
-		f.Origin = "get with save: true"
-		for _, name := range []string{ImageFile, ImageIDFile, RepositoryFile, TagFile} {
-			if !isFile(name) {
-				return nil, fmt.Errorf("%s has no %q file — did the get have params: {save: true}?", dir, name)
-			}
-		}
-		f.ImageID = readSmall(filepath.Join(dir, ImageIDFile))
-		if f.ImageID == "" {
-			return nil, fmt.Errorf("%s: file %q is empty", dir, ImageIDFile)
-		}
-		if !strings.HasPrefix(f.ImageID, "sha256:") {
-			f.ImageID = "sha256:" + f.ImageID
-		}
-		if f.Repository == "" {
-			return nil, fmt.Errorf("%s: file %q is empty", dir, RepositoryFile)
-		}
-		f.Kind, f.Path, f.ManifestDigest = DockerSave, filepath.Join(dir, ImageFile), digest
-		if k, err := sniffTar(f.Path); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.Path, err)
-		} else if k != DockerSave {
-			return nil, fmt.Errorf("%s is an %s, not the docker-save tarball a get with save: true writes", f.Path, k)
-		}
-
-	case isDir("oci"):
-		f.Origin = "registry-image-resource format: oci-layout"
-		f.Kind, f.Path, f.ManifestDigest = OCILayoutDir, filepath.Join(dir, "oci"), digest
-		if !isLayoutDir(f.Path) {
-			return nil, notKnown(dir, "oci/ is not an OCI image layout (no oci-layout and index.json in it)")
-		}
-
-	case isFile("image.tar"):
-		f.Path = filepath.Join(dir, "image.tar")
-		k, err := sniffTar(f.Path)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.Path, err)
-		}
-		f.Kind = k
-		switch {
-		case k == OCILayoutTar:
-			// oci-build-task with OUTPUT_OCI: digest is the manifest's.
-			f.Origin, f.ManifestDigest = "oci-build-task image.tar (OCI layout)", digest
-		case f.Repository != "":
-			// registry-image-resource format: oci; digest is the manifest's.
-			f.Origin, f.ManifestDigest = "registry-image-resource format: oci", digest
-		default:
-			// oci-build-task: digest is the config digest, i.e. the image ID,
-			// which the load checks.
-			f.Origin = "oci-build-task image.tar"
-			if strings.HasPrefix(digest, "sha256:") {
-				f.ImageID = digest
-			}
-		}
-
-	case isDir("image") && isLayoutDir(filepath.Join(dir, "image")):
-		f.Origin = "oci-build-task image/ (OCI layout)"
-		f.Kind, f.Path, f.ManifestDigest = OCILayoutDir, filepath.Join(dir, "image"), digest
-
-	case isLayoutDir(dir):
-		f.Origin = "OCI image layout"
-		f.Kind, f.Path = OCILayoutDir, dir
-
-	default:
-		return nil, notKnown(dir, "")
+	if err := f.identify(readSmall(filepath.Join(dir, DigestFile))); err != nil {
+		return nil, err
 	}
-
 	if f.Kind != DockerSave {
 		img, err := OpenLayout(f.Path, f.Kind, platform)
 		if err != nil {
@@ -235,15 +159,129 @@ func Detect(dir string, platform v1.Platform) (*Folder, error) {
 		f.Image = img
 		return f, nil
 	}
-	// A plain docker-save tarball is read in place (headers, manifest.json,
-	// config): one image, and the ID the folder names, checked before any
-	// daemon starts. A gzip-compressed one is left to docker load.
+	if err := f.readSave(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// folderFiles looks at the files of a folder.
+type folderFiles string
+
+func (d folderFiles) stat(name string) os.FileInfo {
+	fi, err := os.Stat(filepath.Join(string(d), name))
+	if err != nil {
+		return nil
+	}
+	return fi
+}
+
+func (d folderFiles) isFile(name string) bool {
+	fi := d.stat(name)
+	return fi != nil && fi.Mode().IsRegular()
+}
+
+func (d folderFiles) isDir(name string) bool {
+	fi := d.stat(name)
+	return fi != nil && fi.IsDir()
+}
+
+// identify tells which layout f.Dir is, from the files it holds, and sets
+// its Origin, Kind and Path; digest is the digest file's content, whose
+// meaning depends on the layout.
+func (f *Folder) identify(digest string) error {
+	dir := folderFiles(f.Dir)
+	switch {
+	case dir.isFile(ImageFile) || dir.stat(ImageIDFile) != nil:
+		return f.ownSave(digest)
+	case dir.isDir("oci"):
+		f.Origin = "registry-image-resource format: oci-layout"
+		f.Kind, f.Path, f.ManifestDigest = OCILayoutDir, filepath.Join(f.Dir, "oci"), digest
+		if !isLayoutDir(f.Path) {
+			return notKnown(f.Dir, "oci/ is not an OCI image layout (no oci-layout and index.json in it)")
+		}
+		return nil
+	case dir.isFile("image.tar"):
+		return f.imageTar(digest)
+	case dir.isDir("image") && isLayoutDir(filepath.Join(f.Dir, "image")):
+		f.Origin = "oci-build-task image/ (OCI layout)"
+		f.Kind, f.Path, f.ManifestDigest = OCILayoutDir, filepath.Join(f.Dir, "image"), digest
+		return nil
+	case isLayoutDir(f.Dir):
+		f.Origin = "OCI image layout"
+		f.Kind, f.Path = OCILayoutDir, f.Dir
+		return nil
+	}
+	return notKnown(f.Dir, "")
+}
+
+// ownSave is this resource's own folder (a get with save: true): every
+// file is required, as before.
+func (f *Folder) ownSave(digest string) error {
+	dir := folderFiles(f.Dir)
+	f.Origin = "get with save: true"
+	for _, name := range []string{ImageFile, ImageIDFile, RepositoryFile, TagFile} {
+		if !dir.isFile(name) {
+			return fmt.Errorf("%s has no %q file — did the get have params: {save: true}?", f.Dir, name)
+		}
+	}
+	f.ImageID = readSmall(filepath.Join(f.Dir, ImageIDFile))
+	if f.ImageID == "" {
+		return fmt.Errorf("%s: file %q is empty", f.Dir, ImageIDFile)
+	}
+	if !strings.HasPrefix(f.ImageID, "sha256:") {
+		f.ImageID = "sha256:" + f.ImageID
+	}
+	if f.Repository == "" {
+		return fmt.Errorf("%s: file %q is empty", f.Dir, RepositoryFile)
+	}
+	f.Kind, f.Path, f.ManifestDigest = DockerSave, filepath.Join(f.Dir, ImageFile), digest
+	if k, err := sniffTar(f.Path); err != nil {
+		return fmt.Errorf("%s: %w", f.Path, err)
+	} else if k != DockerSave {
+		return fmt.Errorf("%s is an %s, not the docker-save tarball a get with save: true writes", f.Path, k)
+	}
+	return nil
+}
+
+// imageTar is an image.tar: what the tarball holds and whether the folder
+// names the image tell registry-image-resource's from oci-build-task's,
+// and so what digest means.
+func (f *Folder) imageTar(digest string) error {
+	f.Path = filepath.Join(f.Dir, "image.tar")
+	k, err := sniffTar(f.Path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.Path, err)
+	}
+	f.Kind = k
+	switch {
+	case k == OCILayoutTar:
+		// oci-build-task with OUTPUT_OCI: digest is the manifest's.
+		f.Origin, f.ManifestDigest = "oci-build-task image.tar (OCI layout)", digest
+	case f.Repository != "":
+		// registry-image-resource format: oci; digest is the manifest's.
+		f.Origin, f.ManifestDigest = "registry-image-resource format: oci", digest
+	default:
+		// oci-build-task: digest is the config digest, i.e. the image ID,
+		// which the load checks.
+		f.Origin = "oci-build-task image.tar"
+		if strings.HasPrefix(digest, "sha256:") {
+			f.ImageID = digest
+		}
+	}
+	return nil
+}
+
+// readSave reads a plain docker-save tarball in place (headers,
+// manifest.json, config): one image, and the ID the folder names, checked
+// before any daemon starts. A gzip-compressed one is left to docker load.
+func (f *Folder) readSave() error {
 	img, err := ReadSave(f.Path)
 	if errors.Is(err, errCompressed) {
-		return f, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s (%s): %w", f.Path, f.Origin, err)
+		return fmt.Errorf("%s (%s): %w", f.Path, f.Origin, err)
 	}
 	f.Save = &img
 	if id := img.ID(); f.ImageID != "" && id != f.ImageID {
@@ -251,9 +289,9 @@ func Detect(dir string, platform v1.Platform) (*Folder, error) {
 		if filepath.Base(f.Path) != ImageFile {
 			src = DigestFile
 		}
-		return nil, fmt.Errorf("%s holds image %s, but %s says %s: the folder was changed or mixed after it was written; fetch it again (a get with save: true, or the tool that made it)", f.Path, id, src, f.ImageID)
+		return fmt.Errorf("%s holds image %s, but %s says %s: the folder was changed or mixed after it was written; fetch it again (a get with save: true, or the tool that made it)", f.Path, id, src, f.ImageID)
 	}
-	return f, nil
+	return nil
 }
 
 func isLayoutDir(dir string) bool {

@@ -47,7 +47,18 @@ func digest(t *testing.T, img v1.Image) string {
 	return h.String()
 }
 
-func TestDetect(t *testing.T) {
+// detectCase is a folder of one accepted layout and what Detect should
+// find in it.
+type detectCase struct {
+	name, dir      string
+	kind           Kind
+	ref, imageID   string
+	manifestDigest string
+	layoutID       string
+}
+
+// detectCases writes a folder of every accepted layout.
+func detectCases(t *testing.T) []detectCase {
 	img := testenv.BusyboxImage(t, testenv.ImageOptions{RandomLayers: []int64{1000}})
 	ociImg := testenv.BusyboxImage(t, testenv.ImageOptions{MediaType: "oci", Labels: map[string]string{"k": "oci"}})
 
@@ -70,9 +81,7 @@ func TestDetect(t *testing.T) {
 	writeFile(t, filepath.Join(riLayout, "tag"), "3")
 	writeFile(t, filepath.Join(riLayout, "digest"), digest(t, ociImg))
 
-	btSave := t.TempDir() // oci-build-task: docker-save without RepoTags
-	testenv.SaveTarball(t, filepath.Join(btSave, "image.tar"), img, "")
-	writeFile(t, filepath.Join(btSave, "digest"), id(t, img))
+	btSave := btSaveFolder(t, img)
 
 	btLayoutDir := t.TempDir() // oci-build-task with OUTPUT_OCI: image/
 	testenv.OCILayout(t, filepath.Join(btLayoutDir, "image"), ociImg, nil)
@@ -87,13 +96,7 @@ func TestDetect(t *testing.T) {
 	bare := t.TempDir() // a layout given directly
 	testenv.OCILayout(t, bare, ociImg, nil)
 
-	cases := []struct {
-		name, dir      string
-		kind           Kind
-		ref, imageID   string
-		manifestDigest string
-		layoutID       string
-	}{
+	return []detectCase{
 		{"own save folder", own, DockerSave, "reg.example:5000/team/base:1", id(t, img), digest(t, img), ""},
 		{"registry-image oci", riOCI, DockerSave, "reg.example:5000/team/base:2", "", digest(t, img), ""},
 		{"registry-image oci-layout", riLayout, OCILayoutDir, "reg.example:5000/team/oci:3", "", digest(t, ociImg), id(t, ociImg)},
@@ -102,42 +105,58 @@ func TestDetect(t *testing.T) {
 		{"oci-build-task OCI image.tar", btLayoutTar, OCILayoutTar, "", "", digest(t, ociImg), id(t, ociImg)},
 		{"bare layout", bare, OCILayoutDir, "", "", "", id(t, ociImg)},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			f, err := Detect(c.dir, amd64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if f.Kind != c.kind || f.Ref() != c.ref || f.ImageID != c.imageID || f.ManifestDigest != c.manifestDigest {
-				t.Errorf("got kind %s ref %q id %q manifest %q, want %s %q %q %q", f.Kind, f.Ref(), f.ImageID, f.ManifestDigest, c.kind, c.ref, c.imageID, c.manifestDigest)
-			}
-			if c.layoutID != "" {
-				if f.Image == nil || f.Image.ID.String() != c.layoutID || f.Image.Image().ID() != c.layoutID {
-					t.Fatalf("layout image %+v, want ID %s", f.Image, c.layoutID)
-				}
-				// Every layer blob is found and has its descriptor's size.
-				for i, bl := range f.Image.Layers {
-					if bl.Size != f.Image.Manifest.Layers[i].Size {
-						t.Errorf("layer %d: %d bytes, want %d", i, bl.Size, f.Image.Manifest.Layers[i].Size)
-					}
-				}
-			} else if f.Image != nil {
-				t.Errorf("a docker-save folder has a layout image")
-			}
-			t.Logf("%s: %s (%s)", c.name, f.Origin, f.Kind)
-		})
-	}
+}
 
-	t.Run("object form names an unnamed folder", func(t *testing.T) {
-		f, err := Detect(btSave, amd64)
-		if err != nil {
-			t.Fatal(err)
+// btSaveFolder is oci-build-task's output: a docker-save image.tar without
+// RepoTags, and the config digest in digest.
+func btSaveFolder(t *testing.T, img v1.Image) string {
+	dir := t.TempDir()
+	testenv.SaveTarball(t, filepath.Join(dir, "image.tar"), img, "")
+	writeFile(t, filepath.Join(dir, "digest"), id(t, img))
+	return dir
+}
+
+func TestDetect(t *testing.T) {
+	for _, c := range detectCases(t) {
+		t.Run(c.name, func(t *testing.T) { checkDetect(t, c) })
+	}
+}
+
+func checkDetect(t *testing.T, c detectCase) {
+	f, err := Detect(c.dir, amd64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Kind != c.kind || f.Ref() != c.ref || f.ImageID != c.imageID || f.ManifestDigest != c.manifestDigest {
+		t.Errorf("got kind %s ref %q id %q manifest %q, want %s %q %q %q", f.Kind, f.Ref(), f.ImageID, f.ManifestDigest, c.kind, c.ref, c.imageID, c.manifestDigest)
+	}
+	if c.layoutID != "" {
+		if f.Image == nil || f.Image.ID.String() != c.layoutID || f.Image.Image().ID() != c.layoutID {
+			t.Fatalf("layout image %+v, want ID %s", f.Image, c.layoutID)
 		}
-		f.Name("reg.example:5000/team/named", "")
-		if f.Ref() != "reg.example:5000/team/named:latest" {
-			t.Errorf("ref %q", f.Ref())
+		// Every layer blob is found and has its descriptor's size.
+		for i, bl := range f.Image.Layers {
+			if bl.Size != f.Image.Manifest.Layers[i].Size {
+				t.Errorf("layer %d: %d bytes, want %d", i, bl.Size, f.Image.Manifest.Layers[i].Size)
+			}
 		}
-	})
+	} else if f.Image != nil {
+		t.Errorf("a docker-save folder has a layout image")
+	}
+	t.Logf("%s: %s (%s)", c.name, f.Origin, f.Kind)
+}
+
+// The object form of a load_bases entry names an unnamed folder.
+func TestDetectObjectFormNamesAFolder(t *testing.T) {
+	img := testenv.BusyboxImage(t, testenv.ImageOptions{RandomLayers: []int64{1000}})
+	f, err := Detect(btSaveFolder(t, img), amd64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Name("reg.example:5000/team/named", "")
+	if f.Ref() != "reg.example:5000/team/named:latest" {
+		t.Errorf("ref %q", f.Ref())
+	}
 }
 
 func TestDetectMultiPlatform(t *testing.T) {
