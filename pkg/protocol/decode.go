@@ -57,54 +57,72 @@ func (d *decoder) decode(path string, raw json.RawMessage, v reflect.Value) erro
 	case reflect.Struct:
 		return d.decodeStruct(path, raw, v)
 	case reflect.Slice:
-		var items []json.RawMessage
-		if err := json.Unmarshal(raw, &items); err != nil {
-			return fieldError(path, &typeError{want: "a list", got: jsonKind(raw)})
-		}
-		s := reflect.MakeSlice(v.Type(), len(items), len(items))
-		for i, item := range items {
-			if err := d.decode(fmt.Sprintf("%s[%d]", path, i), item, s.Index(i)); err != nil {
-				return err
-			}
-		}
-		v.Set(s)
-		return nil
+		return d.decodeSlice(path, raw, v)
 	case reflect.Map:
-		var items map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &items); err != nil {
-			return fieldError(path, &typeError{want: "an object", got: jsonKind(raw)})
-		}
-		m := reflect.MakeMapWithSize(v.Type(), len(items))
-		for _, k := range sortedKeys(items) {
-			elem := reflect.New(v.Type().Elem()).Elem()
-			if err := d.decode(path+"."+k, items[k], elem); err != nil {
-				return err
-			}
-			m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), elem)
-		}
-		v.Set(m)
-		return nil
+		return d.decodeMap(path, raw, v)
 	case reflect.String:
-		// Plain strings also take numbers verbatim: an unquoted YAML password
-		// or username of digits arrives as a JSON number.
-		var l Literal
-		if err := l.UnmarshalJSON(raw); err != nil {
-			return fieldError(path, &typeError{want: "a string", got: jsonKind(raw)})
-		}
-		v.SetString(string(l))
-		return nil
+		return decodeString(path, raw, v)
 	case reflect.Int, reflect.Int64:
-		n, err := wholeNumber(raw)
-		if err == nil && v.OverflowInt(n) {
-			err = &rangeError{text: strconv.FormatInt(n, 10), large: n > 0}
-		}
-		if err != nil {
-			return fieldError(path, err)
-		}
-		v.SetInt(n)
-		return nil
+		return decodeInt(path, raw, v)
 	}
 	return fmt.Errorf("%s: unsupported field type %s", path, v.Type())
+}
+
+func (d *decoder) decodeSlice(path string, raw json.RawMessage, v reflect.Value) error {
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return fieldError(path, &typeError{want: "a list", got: jsonKind(raw)})
+	}
+	s := reflect.MakeSlice(v.Type(), len(items), len(items))
+	for i, item := range items {
+		if err := d.decode(fmt.Sprintf("%s[%d]", path, i), item, s.Index(i)); err != nil {
+			return err
+		}
+	}
+	v.Set(s)
+	return nil
+}
+
+// decodeMap decodes an object's values in key order, so the first error is
+// the same on every run.
+func (d *decoder) decodeMap(path string, raw json.RawMessage, v reflect.Value) error {
+	var items map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return fieldError(path, &typeError{want: "an object", got: jsonKind(raw)})
+	}
+	m := reflect.MakeMapWithSize(v.Type(), len(items))
+	for _, k := range sortedKeys(items) {
+		elem := reflect.New(v.Type().Elem()).Elem()
+		if err := d.decode(path+"."+k, items[k], elem); err != nil {
+			return err
+		}
+		m.SetMapIndex(reflect.ValueOf(k).Convert(v.Type().Key()), elem)
+	}
+	v.Set(m)
+	return nil
+}
+
+// decodeString also takes numbers verbatim: an unquoted YAML password or
+// username of digits arrives as a JSON number.
+func decodeString(path string, raw json.RawMessage, v reflect.Value) error {
+	var l Literal
+	if err := l.UnmarshalJSON(raw); err != nil {
+		return fieldError(path, &typeError{want: "a string", got: jsonKind(raw)})
+	}
+	v.SetString(string(l))
+	return nil
+}
+
+func decodeInt(path string, raw json.RawMessage, v reflect.Value) error {
+	n, err := wholeNumber(raw)
+	if err == nil && v.OverflowInt(n) {
+		err = &rangeError{text: strconv.FormatInt(n, 10), large: n > 0}
+	}
+	if err != nil {
+		return fieldError(path, err)
+	}
+	v.SetInt(n)
+	return nil
 }
 
 func (d *decoder) decodeStruct(path string, raw json.RawMessage, v reflect.Value) error {

@@ -83,12 +83,34 @@ func (s *Source) Validate() error {
 			return err
 		}
 	}
-	if (s.Username == "") != (s.Password == "") {
-		if s.Username == "" {
-			return errors.New("source.password is set but source.username is empty: set both, or neither for anonymous access")
+	for _, check := range []func() error{
+		s.validateCredentials,
+		s.validateAdditionalRegistries,
+		s.validateCACerts,
+		s.validateClientCerts,
+		s.validateInsecureRegistries,
+		func() error { return validateMirror(s.RegistryMirror) },
+		s.validateNumbers,
+	} {
+		if err := check(); err != nil {
+			return err
 		}
-		return errors.New("source.username is set but source.password is empty: set both, or neither for anonymous access")
 	}
+	return s.Platform.validate("source.platform")
+}
+
+// validateCredentials wants username and password both set or both empty.
+func (s *Source) validateCredentials() error {
+	if (s.Username == "") == (s.Password == "") {
+		return nil
+	}
+	if s.Username == "" {
+		return errors.New("source.password is set but source.username is empty: set both, or neither for anonymous access")
+	}
+	return errors.New("source.username is set but source.password is empty: set both, or neither for anonymous access")
+}
+
+func (s *Source) validateAdditionalRegistries() error {
 	for i, r := range s.AdditionalPrivateRegistries {
 		f := fmt.Sprintf("source.additional_private_registries[%d]", i)
 		switch {
@@ -100,6 +122,10 @@ func (s *Source) Validate() error {
 			return fmt.Errorf("%s.password is required for registry %q", f, r.Registry)
 		}
 	}
+	return nil
+}
+
+func (s *Source) validateCACerts() error {
 	for i, c := range s.CACerts {
 		f := fmt.Sprintf("source.ca_certs[%d]", i)
 		if c.Domain == "" {
@@ -109,6 +135,10 @@ func (s *Source) Validate() error {
 			return fmt.Errorf("%s.cert (domain %s): %w", f, c.Domain, err)
 		}
 	}
+	return nil
+}
+
+func (s *Source) validateClientCerts() error {
 	for i, c := range s.ClientCerts {
 		f := fmt.Sprintf("source.client_certs[%d]", i)
 		if c.Domain == "" {
@@ -121,24 +151,37 @@ func (s *Source) Validate() error {
 			return fmt.Errorf("%s (domain %s): cert and key do not form a usable pair: %s", f, c.Domain, tlsPairReason(err))
 		}
 	}
+	return nil
+}
+
+func (s *Source) validateInsecureRegistries() error {
 	for i, entry := range s.InsecureRegistries {
-		f := fmt.Sprintf("source.insecure_registries[%d]", i)
-		if strings.Contains(entry, "://") {
-			return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, logging.RedactURL(entry))
-		}
-		if strings.Contains(entry, "/") {
-			if _, _, err := net.ParseCIDR(entry); err != nil {
-				return fmt.Errorf("%s: %q is not a valid CIDR (e.g. \"10.0.0.0/8\") nor host:port", f, entry)
-			}
-			continue
-		}
-		if entry == "" || strings.Contains(entry, "://") || strings.ContainsAny(entry, " \t") {
-			return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, entry)
+		if err := validateInsecureEntry(fmt.Sprintf("source.insecure_registries[%d]", i), entry); err != nil {
+			return err
 		}
 	}
-	if err := validateMirror(s.RegistryMirror); err != nil {
-		return err
+	return nil
+}
+
+// validateInsecureEntry wants host:port (no scheme) or a CIDR.
+func validateInsecureEntry(f, entry string) error {
+	if strings.Contains(entry, "://") {
+		return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, logging.RedactURL(entry))
 	}
+	if strings.Contains(entry, "/") {
+		if _, _, err := net.ParseCIDR(entry); err != nil {
+			return fmt.Errorf("%s: %q is not a valid CIDR (e.g. \"10.0.0.0/8\") nor host:port", f, entry)
+		}
+		return nil
+	}
+	if entry == "" || strings.ContainsAny(entry, " \t") {
+		return fmt.Errorf("%s: %q must be host:port (no scheme) or a CIDR", f, entry)
+	}
+	return nil
+}
+
+// validateNumbers bounds the numbers of source.
+func (s *Source) validateNumbers() error {
 	for _, n := range []struct {
 		field string
 		p     *int
@@ -157,7 +200,7 @@ func (s *Source) Validate() error {
 			return fmt.Errorf("%s must be at most %d%s, got %d", n.field, n.max, n.unit, *n.p)
 		}
 	}
-	return s.Platform.validate("source.platform")
+	return nil
 }
 
 // validateMirror checks registry_mirror. A username or password in it is
