@@ -249,56 +249,71 @@ func (c *checker) run(i int) (*state, error) {
 	if s == nil {
 		return nil, nil
 	}
-	args := env{}
-	lookup := func() env { return args.merge(s.env) }
-	expand := func(w string) (string, bool) {
-		r, unmatched, err := c.lex.ProcessWord(w, lookup())
-		return r, err == nil && len(unmatched) == 0
-	}
+	st := &stageRun{c: c, s: s, args: env{}}
 	for _, cmd := range c.stages[i].Commands {
-		switch x := cmd.(type) {
-		case *instructions.ArgCommand:
-			for _, kv := range x.Args {
-				setArg(c.lex, args, lookup(), kv, c.o.BuildArgs, c.meta)
-			}
-		case *instructions.EnvCommand:
-			for _, kv := range x.Env {
-				v, ok := expand(kv.Value)
-				if !ok {
-					return nil, nil
-				}
-				s.env[kv.Key] = v
-			}
-		case *instructions.UserCommand:
-			u, ok := expand(x.User)
-			if !ok {
-				return nil, nil
-			}
-			s.user, s.userFrom = u, fmt.Sprintf("USER on line %d", line(x))
-		case *instructions.WorkdirCommand:
-			w, ok := expand(x.Path)
-			if !ok {
-				return nil, nil
-			}
-			s.workdir = joinPath(s.workdir, w)
-		case *instructions.CopyCommand:
-			if !c.outsideEtc(s, x.DestPath, expand) {
-				return nil, nil
-			}
-		case *instructions.AddCommand:
-			if !c.outsideEtc(s, x.DestPath, expand) {
-				return nil, nil
-			}
-		case *instructions.RunCommand:
-			if err := c.lookupFails(s, line(x)); err != nil {
-				return nil, err
-			}
-			// The step may have changed /etc: nothing more can be told.
-			return nil, nil
+		more, err := st.follow(cmd)
+		if !more {
+			return nil, err
 		}
 	}
 	c.done[i] = s
 	return s, nil
+}
+
+// stageRun is a stage being followed: its state and the ARGs seen so far.
+type stageRun struct {
+	c    *checker
+	s    *state
+	args env
+}
+
+func (r *stageRun) lookup() env { return r.args.merge(r.s.env) }
+
+// expand expands w with the stage's variables; false when it cannot be
+// told (an unknown variable, a bad word).
+func (r *stageRun) expand(w string) (string, bool) {
+	res, unmatched, err := r.c.lex.ProcessWord(w, r.lookup())
+	return res, err == nil && len(unmatched) == 0
+}
+
+// follow applies one instruction to the state; more is false once nothing
+// more can be told about the stage (err: a RUN whose user lookup fails).
+func (r *stageRun) follow(cmd instructions.Command) (more bool, err error) {
+	c, s := r.c, r.s
+	switch x := cmd.(type) {
+	case *instructions.ArgCommand:
+		for _, kv := range x.Args {
+			setArg(c.lex, r.args, r.lookup(), kv, c.o.BuildArgs, c.meta)
+		}
+	case *instructions.EnvCommand:
+		for _, kv := range x.Env {
+			v, ok := r.expand(kv.Value)
+			if !ok {
+				return false, nil
+			}
+			s.env[kv.Key] = v
+		}
+	case *instructions.UserCommand:
+		u, ok := r.expand(x.User)
+		if !ok {
+			return false, nil
+		}
+		s.user, s.userFrom = u, fmt.Sprintf("USER on line %d", line(x))
+	case *instructions.WorkdirCommand:
+		w, ok := r.expand(x.Path)
+		if !ok {
+			return false, nil
+		}
+		s.workdir = joinPath(s.workdir, w)
+	case *instructions.CopyCommand:
+		return c.outsideEtc(s, x.DestPath, r.expand), nil
+	case *instructions.AddCommand:
+		return c.outsideEtc(s, x.DestPath, r.expand), nil
+	case *instructions.RunCommand:
+		// The step may have changed /etc: nothing more can be told.
+		return false, c.lookupFails(s, line(x))
+	}
+	return true, nil
 }
 
 // outsideEtc reports whether a COPY or ADD destination leaves /etc alone.
