@@ -15,6 +15,7 @@ import (
 
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
 	"github.com/concourse-docker/docker-image-resource/pkg/resource"
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 )
 
@@ -27,7 +28,7 @@ var checkCmd = resource.Check
 
 // fastRetry keeps fault tests quick while still honouring Retry-After.
 func fastRetry(o *registry.Options) {
-	o.Retry = registry.RetryPolicy{Attempts: 5, Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, Budget: 10 * time.Second}
+	o.Retry = retry.Policy{Attempts: 5, Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, Budget: 10 * time.Second}
 }
 
 func runCheck(t *testing.T, req map[string]any, hooks ...func(*registry.Options)) result {

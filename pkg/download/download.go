@@ -17,28 +17,30 @@ import (
 	"hash"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sirupsen/logrus"
 )
 
 // Defaults for Options fields left at zero.
 const (
 	DefaultConcurrency      = 3
-	DefaultAttempts         = 4
-	DefaultRetryDelay       = time.Second
 	DefaultProgressInterval = 5 * time.Second
 )
+
+// BlobRetry is the policy of one blob's download (Options.Retry fills the
+// fields it leaves at zero from it): a blob whose body broke off or came
+// corrupt is fetched again on its own, 1 s later, then 2 s, then 4 s. The
+// requests under it have the registry transport's own retries.
+var BlobRetry = retry.Policy{Attempts: 4, Initial: time.Second}
 
 // Options controls a download.
 type Options struct {
@@ -48,10 +50,8 @@ type Options struct {
 	// Concurrency bounds parallel blob downloads (source max_concurrent_downloads).
 	// remote.Image allows 4 parallel blob fetches unless given remote.WithJobs.
 	Concurrency int
-	// Attempts per blob before giving up (first try included).
-	Attempts int
-	// RetryDelay is the wait before the second attempt, doubled for each further one.
-	RetryDelay time.Duration
+	// Retry is the policy of each blob; fields left at zero are BlobRetry's.
+	Retry retry.Policy
 	// ProgressInterval between progress lines for layers still downloading;
 	// negative disables them.
 	ProgressInterval time.Duration
@@ -165,12 +165,7 @@ func (o Options) withDefaults() Options {
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
-	if o.Attempts <= 0 {
-		o.Attempts = DefaultAttempts
-	}
-	if o.RetryDelay <= 0 {
-		o.RetryDelay = DefaultRetryDelay
-	}
+	o.Retry = o.Retry.WithDefaults(BlobRetry)
 	if o.ProgressInterval == 0 {
 		o.ProgressInterval = DefaultProgressInterval
 	}
@@ -266,28 +261,38 @@ func (d *downloader) blob(ctx context.Context, desc v1.Descriptor) (n int64, reu
 
 	start := time.Now()
 	d.o.Log.Infof("downloading layer %s (%s)", short, humanSize(desc.Size))
-	delay := d.o.RetryDelay
-	for attempt := 1; ; attempt++ {
-		err = d.fetchOnce(ctx, layer, desc, dst)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil || attempt >= d.o.Attempts || !retryable(err) {
-			return 0, false, &LayerError{Digest: desc.Digest, Attempt: attempt, Attempts: d.o.Attempts, Err: err}
-		}
-		d.o.Log.Warnf("layer %s: attempt %d of %d failed, retrying in %s: %v", short, attempt, d.o.Attempts, delay, err)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return 0, false, fmt.Errorf("download layer %s: %w", desc.Digest, context.Cause(ctx))
-		case <-t.C:
-		}
-		delay *= 2
+	if err := d.fetch(ctx, layer, desc, dst); err != nil {
+		return 0, false, err
 	}
 	el := time.Since(start)
 	d.o.Log.Infof("downloaded layer %s (%s) in %s%s", short, humanSize(desc.Size), roundDuration(el), rate(desc.Size, el))
 	return desc.Size, false, nil
+}
+
+// fetch gets the blob into dst, trying again as d.o.Retry says after
+// failures that are not permanent (see retry.Permanent): a blob whose
+// request the registry transport already retried to its bound is not
+// fetched again, nor one the local disk has no room for.
+func (d *downloader) fetch(ctx context.Context, layer v1.Layer, desc v1.Descriptor, dst string) error {
+	tries := d.o.Retry.Start()
+	for {
+		err := d.fetchOnce(ctx, layer, desc, dst)
+		if err == nil {
+			return nil
+		}
+		lerr := &LayerError{Digest: desc.Digest, Attempt: tries.Attempt(), Attempts: d.o.Retry.Attempts, Err: err}
+		if ctx.Err() != nil || retry.Permanent(err) {
+			return lerr
+		}
+		wait, stop := tries.Next(retry.After{})
+		if stop != "" {
+			return lerr
+		}
+		d.o.Log.Warnf("layer %s: attempt %d of %d failed, retrying in %s: %v", ShortDigest(desc.Digest), lerr.Attempt, lerr.Attempts, wait, err)
+		if retry.Sleep(ctx, wait) != nil {
+			return fmt.Errorf("download layer %s: %w", desc.Digest, context.Cause(ctx))
+		}
+	}
 }
 
 // fetchOnce streams the blob into a temporary file, checking size and digest
@@ -500,29 +505,6 @@ func (e *LayerError) Unwrap() error { return e.Err }
 type mismatchError struct{ msg string }
 
 func (e *mismatchError) Error() string { return e.msg }
-
-// retryable is false for answers that another attempt will not change
-// (missing blob, no access); network errors and corrupt bodies are retried.
-func retryable(err error) bool {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS) {
-		return false // the local disk, not the registry: another try fills it again
-	}
-	var ex interface{ RetriesExhausted() bool }
-	if errors.As(err, &ex) && ex.RetriesExhausted() {
-		// The request was retried already (registry.RetryError): another
-		// round would multiply the documented bound.
-		return false
-	}
-	var te *transport.Error
-	if errors.As(err, &te) {
-		switch te.StatusCode {
-		case http.StatusRequestTimeout, http.StatusTooManyRequests:
-			return true
-		}
-		return te.StatusCode >= 500
-	}
-	return true
-}
 
 type counter struct{ n *atomic.Int64 }
 

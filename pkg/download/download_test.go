@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -189,7 +190,7 @@ func randomImage(t *testing.T, layers int64) v1.Image {
 }
 
 func quietOpts(dir string) Options {
-	return Options{Dir: dir, RetryDelay: time.Millisecond, ProgressInterval: -1}
+	return Options{Dir: dir, Retry: retry.Policy{Initial: time.Millisecond}, ProgressInterval: -1}
 }
 
 func readAll(t *testing.T, open func() (io.ReadCloser, error)) []byte {
@@ -270,6 +271,16 @@ func TestImageFromRegistry(t *testing.T) {
 	// From here on nothing may touch the registry.
 	reg.srv.Close()
 
+	assertSameImage(t, local, orig)
+	if err := checkImage(local); err != nil {
+		t.Errorf("validate local image: %v", err)
+	}
+}
+
+// assertSameImage checks that local has orig's digest, config, media types
+// and layers, compressed and not.
+func assertSameImage(t *testing.T, local, orig v1.Image) {
+	t.Helper()
 	wantDigest, _ := orig.Digest()
 	gotDigest, err := local.Digest()
 	if err != nil || gotDigest != wantDigest {
@@ -308,9 +319,6 @@ func TestImageFromRegistry(t *testing.T) {
 		if od != ld {
 			t.Errorf("layer %d: diff id %v, want %v", i, ld, od)
 		}
-	}
-	if err := checkImage(local); err != nil {
-		t.Errorf("validate local image: %v", err)
 	}
 }
 
@@ -361,7 +369,7 @@ func TestImagePermanentFailure(t *testing.T) {
 
 	dir := t.TempDir()
 	o := quietOpts(dir)
-	o.Attempts = 3
+	o.Retry.Attempts = 3
 	_, _, err := Image(context.Background(), rimg, o)
 	if err == nil {
 		t.Fatal("want an error")

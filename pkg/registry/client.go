@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -39,7 +40,9 @@ type Options struct {
 	ClientCerts []ClientCert
 	UserAgent   string
 	Jobs        int // parallel blob transfers of one image (default 4)
-	Retry       RetryPolicy
+	// Retry is the policy of every request; fields left at zero are
+	// DefaultRetry's. Tests shorten it.
+	Retry retry.Policy
 	// ResponseTimeout bounds the wait for response headers and for every
 	// read of a response body: a stalled response fails (and is retried)
 	// after it (default DefaultResponseTimeout).
@@ -234,10 +237,10 @@ func (c *Client) options(ctx context.Context, repos ...name.Repository) []remote
 		remote.WithUserAgent(c.userAgent()),
 		// Our transport retries every request it can replay; go-containerregistry
 		// retries only whole operations whose bodies it cannot (blob uploads),
-		// and only after transient failures (retryOperation).
+		// and only after transient failures (retryOperation), while ctx lasts.
 		remote.WithRetryStatusCodes(),
-		remote.WithRetryPredicate(retryOperation),
-		remote.WithRetryBackoff(c.opts.Retry.operationBackoff()),
+		remote.WithRetryPredicate(func(err error) bool { return ctx.Err() == nil && retryOperation(err) }),
+		remote.WithRetryBackoff(operationBackoff(c.opts.Retry)),
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 )
 
 // aborted stands for the put's abort: a context cause that is a
@@ -26,7 +28,7 @@ func TestExplainCancelled(t *testing.T) {
 	}))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
-	c, err := New(Options{Insecure: []string{host}, Retry: RetryPolicy{Attempts: 1, Initial: time.Millisecond}})
+	c, err := New(Options{Insecure: []string{host}, Retry: retry.Policy{Attempts: 1, Initial: time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}

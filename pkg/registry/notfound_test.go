@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 )
 
 // fakeRegistry answers /v2/ with ping and every other path with manifest.
@@ -98,26 +100,6 @@ func TestTokenEndpoint404IsNoNotFound(t *testing.T) {
 	}
 }
 
-// TestRetryAfterClamped: Retry-After values that overflowed time.Duration
-// (2^63-1 seconds became a negative wait) are clamped, never negative.
-func TestRetryAfterClamped(t *testing.T) {
-	for v, want := range map[string]time.Duration{
-		"0": 0, "2": 2 * time.Second, " 7 ": 7 * time.Second, "86400": maxRetryAfter,
-		"9223372036854775807": maxRetryAfter, "18446744074": maxRetryAfter, "99999999999999999999999": maxRetryAfter,
-		"Fri, 31 Dec 9999 23:59:59 GMT": maxRetryAfter, "Mon, 01 Jan 2001 00:00:00 GMT": 0,
-	} {
-		got, ok := retryAfter(v)
-		if !ok || got != want {
-			t.Errorf("Retry-After %q: %s %v, want %s", v, got, ok, want)
-		}
-	}
-	for _, v := range []string{"", "-5", "soon", "1.5"} {
-		if got, ok := retryAfter(v); ok {
-			t.Errorf("Retry-After %q: %s, want ignored", v, got)
-		}
-	}
-}
-
 // TestUploadRetryAfterCapped: an upload's 429 asking for more than Max
 // waits Max (it used to wait nothing at all), and a huge one no negative
 // or endless wait.
@@ -127,7 +109,7 @@ func TestUploadRetryAfterCapped(t *testing.T) {
 			h := http.Header{"Retry-After": {ra}}
 			return &http.Response{StatusCode: http.StatusTooManyRequests, Header: h, Body: io.NopCloser(strings.NewReader("")), Request: r}, nil
 		})
-		policy := RetryPolicy{Attempts: 3, Initial: 10 * time.Millisecond, Max: 5 * time.Second, Budget: 10 * time.Second}
+		policy := retry.Policy{Attempts: 3, Initial: 10 * time.Millisecond, Max: 5 * time.Second, Budget: 10 * time.Second}
 		rt := newRetryTransport(next, policy, (&Options{}).log())
 		var waits []time.Duration
 		rt.sleep = func(_ *http.Request, d time.Duration) error { waits = append(waits, d); return nil }
@@ -146,7 +128,7 @@ func TestUploadRetryAfterCapped(t *testing.T) {
 // TestOperationBackoffCapped: go-containerregistry's whole-upload retries
 // wait at most Max too.
 func TestOperationBackoffCapped(t *testing.T) {
-	b := RetryPolicy{Attempts: 10, Initial: time.Second, Max: 3 * time.Second, Budget: time.Minute}.operationBackoff()
+	b := operationBackoff(retry.Policy{Attempts: 10, Initial: time.Second, Max: 3 * time.Second, Budget: time.Minute})
 	if b.Cap != 3*time.Second {
 		t.Errorf("cap %s", b.Cap)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -20,7 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-var fastRetry = RetryPolicy{Attempts: 4, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Budget: 3 * time.Second}
+var fastRetry = retry.Policy{Attempts: 4, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Budget: 3 * time.Second}
 
 // serve starts an in-process registry behind a handler wrapper and pushes
 // one image as repo:tag; it returns host and digest.
@@ -138,7 +139,7 @@ func TestMirrorAndHostOverride(t *testing.T) {
 
 	c, err := New(Options{
 		Mirror: mirrorSrv.URL,
-		Retry:  RetryPolicy{Attempts: 1},
+		Retry:  retry.Policy{Attempts: 1},
 		// The origin speaks plain http; Docker Hub is https. Point the
 		// https port at a TLS-terminating stand-in instead: here a plain
 		// listener is enough to prove the dial is redirected.
@@ -186,7 +187,7 @@ func TestExplainRefused(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
 	l.Close()
-	c, _ := New(Options{Retry: RetryPolicy{Attempts: 2, Initial: time.Millisecond}})
+	c, _ := New(Options{Retry: retry.Policy{Attempts: 2, Initial: time.Millisecond}})
 	_, err := c.Digest(context.Background(), addr+"/x", "latest")
 	if err == nil || !strings.Contains(Explain(err), "connection refused") {
 		t.Fatalf("explain: %s", Explain(err))

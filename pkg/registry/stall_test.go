@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
@@ -84,7 +85,7 @@ func TestUploadRetryAfterWaits(t *testing.T) {
 		w.WriteHeader(http.StatusTooManyRequests)
 	}))
 	defer srv.Close()
-	c, err := New(Options{Retry: RetryPolicy{Attempts: 3, Initial: 10 * time.Millisecond, Max: 5 * time.Second, Budget: 10 * time.Second}})
+	c, err := New(Options{Retry: retry.Policy{Attempts: 3, Initial: 10 * time.Millisecond, Max: 5 * time.Second, Budget: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
