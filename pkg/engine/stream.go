@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/docker/go-units"
@@ -47,10 +48,17 @@ type StreamResult struct {
 type StreamError struct {
 	Message string
 	Code    int
+	// Status is the HTTP status of a registry's answer the engine passed on
+	// in Message (see registryStatus); 0 when it names none.
+	Status int
 	// Output is the text output just before the error (the failing build
 	// step's header and the tail of its output); empty for pull and push.
 	Output []string
 }
+
+// HTTPStatus lets retry.IsRateLimit and retry.Transient see the
+// registry's answer behind a pull or push failure.
+func (e *StreamError) HTTPStatus() int { return e.Status }
 
 func (e *StreamError) Error() string {
 	if len(e.Output) == 0 {
@@ -108,17 +116,7 @@ func newStreamReader(log *logrus.Entry) *streamReader {
 func (s *streamReader) handle(m message) error {
 	if m.ErrorDetail != nil || m.Error != "" {
 		s.flush()
-		e := &StreamError{Message: m.Error, Output: s.output()}
-		if m.ErrorDetail != nil {
-			e.Code = m.ErrorDetail.Code
-			if m.ErrorDetail.Message != "" {
-				e.Message = m.ErrorDetail.Message
-			}
-		}
-		if e.Message == "" {
-			e.Message = "the engine reported an error without a message"
-		}
-		return e
+		return streamError(m, s.output())
 	}
 	if len(m.Aux) > 0 && (s.onAux == nil || !s.onAux(m.ID, m.Aux)) {
 		s.aux = append(s.aux, m.Aux)
@@ -130,6 +128,36 @@ func (s *streamReader) handle(m message) error {
 		s.status(m)
 	}
 	return nil
+}
+
+// streamError is the error message m as a type: what the engine said, once.
+func streamError(m message, output []string) *StreamError {
+	e := &StreamError{Message: m.Error, Output: output}
+	if m.ErrorDetail != nil {
+		e.Code = m.ErrorDetail.Code
+		if m.ErrorDetail.Message != "" {
+			e.Message = m.ErrorDetail.Message
+		}
+	}
+	if e.Message == "" {
+		e.Message = "the engine reported an error without a message"
+	}
+	e.Status = registryStatus(e.Message)
+	return e
+}
+
+// registryStatus is the HTTP status of a registry's answer as dockerd words
+// it in a pull or push failure: dockerd passes the registry's error on as
+// text (errorDetail.code stays 0), either its error code
+// ("toomanyrequests: ...") or the status line ("received unexpected HTTP
+// status: 429 Too Many Requests"). Only a rate limit is recognised: it is
+// the one answer dockerd gives up on at once (it retries 5xx and network
+// errors itself) and the put retries.
+func registryStatus(msg string) int {
+	if strings.Contains(msg, "toomanyrequests") || strings.Contains(msg, "429 Too Many Requests") {
+		return http.StatusTooManyRequests
+	}
+	return 0
 }
 
 // text splits stream text into lines; a line may span messages.

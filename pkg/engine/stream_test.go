@@ -3,9 +3,13 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 )
 
 func TestReadStreamBuildOutputAndAux(t *testing.T) {
@@ -117,5 +121,30 @@ func TestIsNotFound(t *testing.T) {
 	}
 	if isNotFound(errors.New("manifest unknown")) {
 		t.Error("a plain error counted as a miss")
+	}
+}
+
+// TestReadStreamRateLimit: dockerd passes a registry's 429 on as text
+// (errorDetail.code 0); the stream reader makes it a status once, which
+// retry.IsRateLimit sees through the push's wrapping.
+func TestReadStreamRateLimit(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"toomanyrequests: injected by testenv fault proxy":          true,
+		"received unexpected HTTP status: 429 Too Many Requests":    true,
+		"received unexpected HTTP status: 503 Service Unavailable":  false,
+		"unauthorized: authentication required":                     false,
+		"The command '/bin/sh -c make' returned a non-zero code: 2": false,
+	} {
+		stream := `{"status":"The push refers to repository [r/x]"}` + "\n" +
+			`{"errorDetail":{"message":` + strconv.Quote(msg) + `},"error":` + strconv.Quote(msg) + `}`
+		_, err := ReadStream(context.Background(), strings.NewReader(stream), nil)
+		err = fmt.Errorf("push r/x:1: %w", err)
+		var se *StreamError
+		if !errors.As(err, &se) || se.Message != msg {
+			t.Fatalf("%q: error %v", msg, err)
+		}
+		if got := retry.IsRateLimit(err); got != want {
+			t.Errorf("%q: IsRateLimit %v (status %d), want %v", msg, got, se.Status, want)
+		}
 	}
 }

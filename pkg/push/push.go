@@ -113,11 +113,21 @@ func (r *Result) Reused() BlobStats {
 // through the daemon instead": a layer's original blob is unknown (decided
 // before any request), or the daemon's save stream or a base's blobs turn
 // out unusable (base blobs may have been sent by then, but no manifest).
-// The error text says why.
+// They are *NeedsDaemonError, whose Reason says why.
 var ErrNeedsDaemon = errors.New("the registry push cannot reuse this image's blobs")
 
+// NeedsDaemonError is a push that must go through the daemon instead.
+type NeedsDaemonError struct {
+	Reason string // why, for the log: "layer ... came from ..., which the daemon pulled: ..."
+}
+
+func (e *NeedsDaemonError) Error() string { return ErrNeedsDaemon.Error() + ": " + e.Reason }
+
+// Is makes it ErrNeedsDaemon to errors.Is.
+func (e *NeedsDaemonError) Is(target error) bool { return target == ErrNeedsDaemon }
+
 func needsDaemon(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", ErrNeedsDaemon, fmt.Sprintf(format, a...))
+	return &NeedsDaemonError{Reason: fmt.Sprintf(format, a...)}
 }
 
 // emptyLayer is the diff ID of an empty tar (RUN steps that change

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/push"
+	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	"github.com/docker/docker/client"
 	"github.com/docker/go-units"
 )
@@ -48,10 +48,11 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, c
 				res.Took.Round(10*time.Millisecond), uploaded, reused, res.Existing.Blobs, plan.repository, res.Mounted.Blobs)
 			return res.Digest.String(), protocol.Metadata("push", "registry", "uploaded", uploaded, "reused", reused.String()), nil
 		}
-		if !errors.Is(err, push.ErrNeedsDaemon) {
+		var nd *push.NeedsDaemonError
+		if !errors.As(err, &nd) {
 			return "", nil, err
 		}
-		why = strings.TrimPrefix(err.Error(), push.ErrNeedsDaemon.Error()+": ")
+		why = nd.Reason
 	default:
 		why = fmt.Sprintf("params.%s: the original compressed blobs of its layers are unknown", plan.source)
 	}
@@ -70,27 +71,27 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, c
 	return "", nil, fmt.Errorf("push %s:%s: the daemon reported no digest", plan.repository, plan.tags[0])
 }
 
-// daemonRateLimitWaits are the waits before pushing through the daemon
-// again after the registry rate-limited it: dockerd retries an upload after
-// 5xx answers and network errors itself, but fails at once on a 429 and
-// ignores Retry-After. Layers already pushed are skipped the next time.
-var daemonRateLimitWaits = []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second}
+// daemonRateLimitRetry is the policy of pushing through the daemon again
+// after the registry rate-limited it: 5, 10 and 20 s later. dockerd retries
+// an upload after 5xx answers and network errors itself, but fails at once
+// on a 429 and ignores Retry-After. Layers already pushed are skipped the
+// next time.
+var daemonRateLimitRetry = retry.Policy{Attempts: 4, Initial: 5 * time.Second}
 
 func daemonPush(ctx context.Context, s *session, push func() ([]engine.PushResult, error)) ([]engine.PushResult, error) {
-	for i := 0; ; i++ {
+	tries := daemonRateLimitRetry.Start()
+	for {
 		results, err := push()
-		if err == nil || i >= len(daemonRateLimitWaits) || ctx.Err() != nil ||
-			!(strings.Contains(err.Error(), "toomanyrequests") || strings.Contains(err.Error(), "429 Too Many Requests")) {
+		if err == nil || ctx.Err() != nil || !retry.IsRateLimit(err) {
 			return results, err
 		}
-		wait := daemonRateLimitWaits[i]
-		s.log.Warnf("push: the registry rate-limited the daemon (%v); pushing again in %s (attempt %d of %d)", err, wait, i+2, len(daemonRateLimitWaits)+1)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		wait, stop := tries.Next(retry.After{})
+		if stop != "" {
+			return results, err
+		}
+		s.log.Warnf("push: the registry rate-limited the daemon (%v); pushing again in %s (attempt %d of %d)", err, wait, tries.Attempt(), daemonRateLimitRetry.Attempts)
+		if retry.Sleep(ctx, wait) != nil {
 			return nil, err
-		case <-t.C:
 		}
 	}
 }
