@@ -236,11 +236,11 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 	final := time.Now()
 	first := target.Tag(o.Tags[0])
 	if err := w.pusher.Push(ctx, first, img); err != nil {
-		return nil, fmt.Errorf("push %s: %s", first, o.Registry.Explain(err))
+		return nil, fmt.Errorf("push %s: %w", first, o.Registry.Explain(err))
 	}
 	for _, t := range o.Tags[1:] {
 		if err := w.pusher.Put(ctx, target.Tag(t), img); err != nil {
-			return nil, fmt.Errorf("push %s:%s: %s", o.Repository, t, o.Registry.Explain(err))
+			return nil, fmt.Errorf("push %s:%s: %w", o.Repository, t, o.Registry.Explain(err))
 		}
 	}
 	res.Upload, res.Took = time.Since(final), time.Since(start)
@@ -310,7 +310,7 @@ type writer struct {
 	target    name.Repository
 	mountable map[*base]name.Reference // bases in another repository of the target's registry
 	jobs      int
-	explain   func(error) string
+	explain   func(error) error
 }
 
 func newWriter(ctx context.Context, o Options, target name.Repository, used map[*base]bool) (*writer, error) {
@@ -370,7 +370,7 @@ func (w *writer) upload(ctx context.Context, layers []v1.Layer) error {
 		g.Go(func() error {
 			if err := w.pusher.Upload(ctx, w.target, l); err != nil {
 				d, _ := l.Digest()
-				return fmt.Errorf("push base blob %s to %s: %s", d, w.target, w.explain(err))
+				return fmt.Errorf("push base blob %s to %s: %w", d, w.target, w.explain(err))
 			}
 			return nil
 		})

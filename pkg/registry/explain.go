@@ -18,37 +18,44 @@ import (
 
 // Explain turns a registry error into a sentence a person can act on. It
 // never includes credentials: go-containerregistry's errors carry URLs and
-// registry diagnostics, not auth headers, and URLs are redacted here.
-func Explain(err error) string {
-	return explain(err, hostOf(err))
+// registry diagnostics, not auth headers, and URLs are redacted here. The
+// result wraps err, so errors.Is and errors.As still see the cause (a
+// cancellation, a *transport.Error's status); only its text is new. Nil
+// stays nil.
+func Explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &explainedError{msg: explain(err, hostOf(err)), err: err}
 }
 
 // Explain is the package-level Explain, aware of whether credentials were
 // configured: a 401 without them asks for them instead of doubting them.
-func (c *Client) Explain(err error) string {
+func (c *Client) Explain(err error) error {
 	var te *transport.Error
 	if c.opts.Username == "" && errors.As(err, &te) && te.StatusCode == http.StatusUnauthorized {
-		return fmt.Sprintf("%s requires credentials (401 Unauthorized): set source.username and source.password%s", hostOf(err), hubUnknown(hostOf(err)))
+		host := hostOf(err)
+		return &explainedError{msg: fmt.Sprintf("%s requires credentials (401 Unauthorized): set source.username and source.password%s", host, hubUnknown(host)), err: err}
 	}
 	return Explain(err)
 }
 
+// explainedError is an error told in words a person can act on; it wraps
+// the original. The original's text may hold a URL's password, which the
+// sentence has masked: print the explained error, not what it unwraps to.
+type explainedError struct {
+	msg string
+	err error
+}
+
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }
+
 func explain(err error, host string) string {
-	if err == nil {
-		return ""
-	}
 	var (
-		nr       *NotRegistryError
-		re       *RetryError
-		te       *transport.Error
-		unknown  x509.UnknownAuthorityError
-		hostErr  x509.HostnameError
-		invalid  x509.CertificateInvalidError
-		verify   *tls.CertificateVerificationError
-		recHdr   tls.RecordHeaderError
-		dnsErr   *net.DNSError
-		urlErr   *url.Error
-		netError net.Error
+		nr *NotRegistryError
+		re *RetryError
+		te *transport.Error
 	)
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -64,20 +71,54 @@ func explain(err error, host string) string {
 		return re.Error()
 	case errors.As(err, &te):
 		return explainStatus(te, host)
+	}
+	if msg, ok := explainTLS(err, host); ok {
+		return msg
+	}
+	return explainNetwork(err, host)
+}
+
+// explainTLS explains a failed TLS set-up: the registry's certificate, or
+// the handshake (a client certificate it wants, plain HTTP on the port).
+func explainTLS(err error, host string) (string, bool) {
+	var (
+		unknown x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+		invalid x509.CertificateInvalidError
+		verify  *tls.CertificateVerificationError
+		recHdr  tls.RecordHeaderError
+		opErr   *net.OpError
+	)
+	switch {
 	case errors.As(err, &unknown), errors.As(err, &verify) && isUnknownAuthority(verify):
-		return fmt.Sprintf("the TLS certificate of %s is signed by an unknown authority: add the registry's CA to source.ca_certs (domain %q), or list it in source.insecure_registries", host, host)
+		return fmt.Sprintf("the TLS certificate of %s is signed by an unknown authority: add the registry's CA to source.ca_certs (domain %q), or list it in source.insecure_registries", host, host), true
 	case errors.As(err, &hostErr):
-		return fmt.Sprintf("the TLS certificate of %s is not valid for that name (%s)", host, hostErr.Error())
+		return fmt.Sprintf("the TLS certificate of %s is not valid for that name (%s)", host, hostErr.Error()), true
 	case errors.As(err, &invalid):
-		return fmt.Sprintf("the TLS certificate of %s is not valid: %s", host, invalid.Error())
-	case strings.Contains(err.Error(), "remote error: tls:"):
-		return fmt.Sprintf("%s rejected the TLS handshake (%s): if it requires a client certificate, set source.client_certs for domain %q", host, err.Error()[strings.Index(err.Error(), "remote error: tls:")+len("remote error: "):], host)
+		return fmt.Sprintf("the TLS certificate of %s is not valid: %s", host, invalid.Error()), true
+	case errors.As(err, &opErr) && opErr.Op == "remote error" && opErr.Err != nil:
+		// crypto/tls reports the server's alert as this OpError.
+		return fmt.Sprintf("%s rejected the TLS handshake (%s): if it requires a client certificate, set source.client_certs for domain %q", host, opErr.Err.Error(), host), true
 	case strings.Contains(err.Error(), "http2: client conn could not be established"):
 		// TLS 1.3 reports a refused client certificate only on the first
-		// read; over HTTP/2 that surfaces as this.
-		return fmt.Sprintf("%s closed the TLS connection during set-up: if it requires a client certificate, set source.client_certs for domain %q", host, host)
-	case errors.As(err, &recHdr), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		return fmt.Sprintf("%s answered plain HTTP to an HTTPS request: if it really serves plain HTTP, list %q in source.insecure_registries", host, host)
+		// read; over HTTP/2 that surfaces as this, an error net/http does
+		// not export, so only its text tells it.
+		return fmt.Sprintf("%s closed the TLS connection during set-up: if it requires a client certificate, set source.client_certs for domain %q", host, host), true
+	case errors.As(err, &recHdr), errors.Is(err, http.ErrSchemeMismatch):
+		return fmt.Sprintf("%s answered plain HTTP to an HTTPS request: if it really serves plain HTTP, list %q in source.insecure_registries", host, host), true
+	}
+	return "", false
+}
+
+// explainNetwork explains a failed connection, or gives the error's own
+// words with URL passwords masked.
+func explainNetwork(err error, host string) string {
+	var (
+		dnsErr   *net.DNSError
+		urlErr   *url.Error
+		netError net.Error
+	)
+	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Sprintf("connection refused by %s: the registry is unreachable (check the host and port, and that it is running)", host)
 	case errors.As(err, &dnsErr):

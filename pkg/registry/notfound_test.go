@@ -76,7 +76,7 @@ func TestNotFoundOnlyFromARegistry(t *testing.T) {
 			if errors.Is(err, ErrNotFound) != c.notFound {
 				t.Fatalf("err %v; want not found: %v", err, c.notFound)
 			}
-			if c.want != "" && !strings.Contains(cl.Explain(err), c.want) {
+			if c.want != "" && !strings.Contains(cl.Explain(err).Error(), c.want) {
 				t.Errorf("explained %q, want %q", cl.Explain(err), c.want)
 			}
 			var nr *NotRegistryError

@@ -100,7 +100,7 @@ func TestRetryGivesUpWithinBound(t *testing.T) {
 	if !errors.As(err, &re) || re.Status != 503 || re.Attempts != 4 {
 		t.Fatalf("err %v", err)
 	}
-	if !strings.Contains(Explain(err), "503 Service Unavailable (4 attempts") {
+	if !strings.Contains(Explain(err).Error(), "503 Service Unavailable (4 attempts") {
 		t.Errorf("explain: %s", Explain(err))
 	}
 }
@@ -189,7 +189,7 @@ func TestExplainRefused(t *testing.T) {
 	l.Close()
 	c, _ := New(Options{Retry: retry.Policy{Attempts: 2, Initial: time.Millisecond}})
 	_, err := c.Digest(context.Background(), addr+"/x", "latest")
-	if err == nil || !strings.Contains(Explain(err), "connection refused") {
+	if err == nil || !strings.Contains(Explain(err).Error(), "connection refused") {
 		t.Fatalf("explain: %s", Explain(err))
 	}
 }

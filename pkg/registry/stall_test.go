@@ -49,8 +49,8 @@ func TestStalledBodyTimesOut(t *testing.T) {
 	if !errors.As(err, &ne) || !ne.Timeout() || !retryOperation(err) {
 		t.Errorf("a stall must count as a transient timeout: %v", err)
 	}
-	if !strings.Contains(Explain(err), "sent no data for 200ms") {
-		t.Errorf("Explain: %q", Explain(err))
+	if !strings.Contains(Explain(err).Error(), "sent no data for 200ms") {
+		t.Errorf("Explain: %q", Explain(err).Error())
 	}
 }
 

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync/atomic"
 	"syscall"
-
-	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 )
 
 // AbortedError is the cause of a command's context when Concourse aborts the
@@ -66,30 +63,9 @@ func abortMessage(ab *AbortedError, phase string, err error) string {
 	if phase != "" {
 		msg += " during " + phase
 	}
-	// Commands hand back their errors as text (secrets masked), so the
-	// cancellation is recognised by its words.
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.As(err, new(*AbortedError)) &&
-		!strings.Contains(err.Error(), context.Canceled.Error()) && !strings.Contains(err.Error(), msg[:len(ab.Error())]) {
+	// An abort is a cancellation too (AbortedError.Is).
+	if err != nil && !errors.Is(err, context.Canceled) {
 		msg += fmt.Sprintf(" (%s)", err)
 	}
 	return msg
-}
-
-// TestDaemonEnv is for tests of the built binaries only: "isolated" runs
-// the put's dockerd without a bridge or iptables rules and RUN steps without
-// network (what in-process tests get through Hooks), "private-network" runs
-// it in a network namespace of its own. Production never sets it.
-const TestDaemonEnv = "DOCKER_IMAGE_RESOURCE_TEST_DAEMON"
-
-// hooksFromEnv reads TestDaemonEnv.
-func hooksFromEnv(getenv func(string) string) Hooks {
-	var h Hooks
-	switch getenv(TestDaemonEnv) {
-	case "isolated":
-		h.Daemon = func(o *daemon.Options) { o.Isolated = true }
-		h.BuildNetwork = "none"
-	case "private-network":
-		h.Daemon = func(o *daemon.Options) { o.PrivateNetwork = true }
-	}
-	return h
 }

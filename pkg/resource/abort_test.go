@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"syscall"
 	"testing"
-
-	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 )
 
 func TestAbortMessage(t *testing.T) {
@@ -17,10 +15,12 @@ func TestAbortMessage(t *testing.T) {
 		err   error
 		want  string
 	}{
-		{"build", errors.New("build: reading engine messages: context canceled"), "aborted (SIGTERM) during build"},
+		{"build", fmt.Errorf("build: reading engine messages: %w", context.Canceled), "aborted (SIGTERM) during build"},
 		{"push", context.Canceled, "aborted (SIGTERM) during push"},
-		{"download", errors.New("download x: aborted (SIGTERM)"), "aborted (SIGTERM) during download"},
+		{"download", fmt.Errorf("download x: %w", term), "aborted (SIGTERM) during download"},
 		{"", errors.New("stopping dockerd: processes still running"), "aborted (SIGTERM) (stopping dockerd: processes still running)"},
+		// A cancellation is known by its type, not its words.
+		{"load", errors.New("the daemon said: context canceled"), "aborted (SIGTERM) during load (the daemon said: context canceled)"},
 	} {
 		if got := abortMessage(term, c.phase, c.err); got != c.want {
 			t.Errorf("abortMessage(%q, %v) = %q, want %q", c.phase, c.err, got, c.want)
@@ -52,30 +52,5 @@ func TestEnterPhase(t *testing.T) {
 	enterPhase(ctx, "build")
 	if n.get() != "build" {
 		t.Errorf("phase %q", n.get())
-	}
-}
-
-func TestHooksFromEnv(t *testing.T) {
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == TestDaemonEnv {
-				return v
-			}
-			return ""
-		}
-	}
-	if h := hooksFromEnv(env("")); h.Daemon != nil || h.BuildNetwork != "" {
-		t.Error("production must get no hooks")
-	}
-	var o daemon.Options
-	h := hooksFromEnv(env("isolated"))
-	h.Daemon(&o)
-	if !o.Isolated || h.BuildNetwork != "none" {
-		t.Errorf("isolated: %+v %q", o, h.BuildNetwork)
-	}
-	o = daemon.Options{}
-	hooksFromEnv(env("private-network")).Daemon(&o)
-	if !o.PrivateNetwork || o.Isolated {
-		t.Errorf("private-network: %+v", o)
 	}
 }

@@ -34,7 +34,7 @@ func check(ctx context.Context, env Env, s *session, req *protocol.CheckRequest)
 		return nil, fmt.Errorf("failed to fetch digest for image '%s:%s': %w", src.Repository, tag, err)
 	}
 	failed := func(err error) error {
-		return fmt.Errorf("failed to fetch digest for image '%s:%s': %s", src.Repository, tag, reg.Explain(err))
+		return fmt.Errorf("failed to fetch digest for image '%s:%s': %w", src.Repository, tag, reg.Explain(err))
 	}
 	s.log.Debugf("checking %s:%s", src.Repository, tag)
 	latest, err := reg.Digest(ctx, src.Repository, tag)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -21,88 +20,42 @@ const ecrTimeout = 2 * time.Minute
 // loginClient fetches ECR tokens for the source (see ecrLogin), then
 // builds its registry client.
 func loginClient(ctx context.Context, env Env, s *session, src *protocol.Source) (*registry.Client, error) {
-	if err := ecrLogin(ctx, s, src, nil); err != nil {
+	creds, err := ecrLogin(ctx, s, *src, nil)
+	if err != nil {
 		return nil, err
 	}
-	return registryClient(env, src, s.log)
+	return registryClient(env, &creds, s.log)
 }
 
-// ecrLoginPut fetches ECR tokens for the put: the repository's, and those
-// of the ECR registries the build pulls from (FROM lines, ARG defaults and
-// build args naming ECR images, as the old resource did; pull_repository),
-// then recomputes the plan's registry auth, which feeds the daemon's pulls
-// and pushes and BuildKit's session.
-func ecrLoginPut(ctx context.Context, s *session, src *protocol.Source, plan *putPlan, params *protocol.OutParams) error {
-	var others []string
-	if plan.dockerfile != "" {
-		b, err := os.ReadFile(plan.dockerfile)
-		if err != nil {
-			return fmt.Errorf("reading %s for ECR registries: %w", plan.dockerfile, err)
-		}
-		others = dockerfileECRHosts(string(b))
-	}
-	for _, k := range sortedKeys(plan.buildArgs) {
-		others = append(others, ecr.FindHosts(plan.buildArgs[k])...)
-	}
-	if plan.source == "pull_repository" {
-		others = append(others, repoHost(params.PullRepository))
-	}
-	if err := ecrLogin(ctx, s, src, others); err != nil {
-		return err
-	}
-	plan.auth = registryAuth(src)
-	return nil
+// ecrNeed is an ECR registry a step needs a token for.
+type ecrNeed struct {
+	host     string
+	required bool // the step fails without it
 }
 
-// ecrLogin exchanges AWS credentials for ECR tokens and makes them the
-// source's credentials, as if the user had written them: the repository's
-// token becomes username/password (unless those are set), the other ECR
-// registries' tokens become additional_private_registries entries (unless
-// the user gave one for that host). Every client built from src afterwards
-// then uses them. The AWS keys come from the source, or the default
-// credential chain when it has none. A token the repository needs is
-// required; one for another registry is best effort without explicit keys
-// (the pull that needs it fails later with the registry's own message).
-func ecrLogin(ctx context.Context, s *session, src *protocol.Source, others []string) error {
-	keys := ecr.Keys{AccessKeyID: src.AWSAccessKeyID, SecretAccessKey: src.AWSSecretAccessKey, SessionToken: src.AWSSessionToken}
-	if (keys.AccessKeyID == "") != (keys.SecretAccessKey == "") {
-		return errors.New("source.aws_access_key_id and source.aws_secret_access_key: set both or neither")
-	}
-	if keys.SessionToken != "" && keys.AccessKeyID == "" {
-		return errors.New("source.aws_session_token needs source.aws_access_key_id and source.aws_secret_access_key (the temporary credentials it belongs to)")
+// ecrLogin exchanges AWS credentials for ECR tokens and returns src with
+// them as its credentials, as if the user had written them: the
+// repository's token becomes username/password (unless those are set), the
+// other ECR registries' tokens become additional_private_registries
+// entries (unless the user gave one for that host). Every client built
+// from the result then uses them. The AWS keys come from the source, or
+// the default credential chain when it has none. A token the repository
+// needs is required; one for another registry is best effort without
+// explicit keys (the pull that needs it fails later with the registry's
+// own message).
+func ecrLogin(ctx context.Context, s *session, src protocol.Source, others []string) (protocol.Source, error) {
+	keys, err := ecrKeys(&src)
+	if err != nil {
+		return src, err
 	}
 	explicit := keys.AccessKeyID != ""
-
-	type need struct {
-		host     string
-		required bool
-	}
-	var needs []need
 	repo := repoHost(src.Repository)
-	_, repoIsECR := ecr.ParseHost(repo)
-	if repoIsECR {
-		if src.Username == "" {
-			needs = append(needs, need{repo, true})
-		} else if explicit {
-			s.log.Infof("ECR: using source.username/password for %s; the AWS keys serve only other ECR registries", repo)
-		}
-	}
-	for _, h := range others {
-		if _, ok := ecr.ParseHost(h); !ok || h == repo || slices.ContainsFunc(needs, func(n need) bool { return n.host == h }) {
-			continue
-		}
-		if slices.ContainsFunc(src.AdditionalPrivateRegistries, func(r protocol.PrivateRegistry) bool {
-			return registry.NormalizeHost(r.Registry) == h
-		}) {
-			continue
-		}
-		needs = append(needs, need{h, explicit})
-	}
+	needs := ecrNeeds(s, &src, repo, others, explicit)
 	if len(needs) == 0 {
-		if explicit && !repoIsECR {
+		if _, repoIsECR := ecr.ParseHost(repo); explicit && !repoIsECR {
 			s.log.Warnf("source.aws_access_key_id is set but %s is not an ECR registry (<account>.dkr.ecr.<region>.amazonaws.com) and no ECR image is pulled; the AWS keys are unused", repo)
 		}
-		return nil
+		return src, nil
 	}
 
 	// The SDK's HTTP client has no overall deadline: an endpoint that never
@@ -111,18 +64,69 @@ func ecrLogin(ctx context.Context, s *session, src *protocol.Source, others []st
 	defer cancel()
 	ex, err := ecr.New(ctx, keys)
 	if err != nil {
-		if !explicit && !slices.ContainsFunc(needs, func(n need) bool { return n.required }) {
-			s.log.Warnf("ECR: %s named in the build; no AWS credentials to get a token for it (set source.aws_access_key_id and source.aws_secret_access_key): %v", hostList(needs, func(n need) string { return n.host }), err)
-			return nil
-		}
-		if errors.Is(err, ecr.ErrNoCredentials) {
-			return fmt.Errorf("%s is an ECR registry and source.username/password are not set, so an ECR token is needed, but no AWS credentials were found: set source.aws_access_key_id and source.aws_secret_access_key (plus aws_session_token for temporary credentials), or run the worker with an AWS role: %w", repo, err)
-		}
-		return fmt.Errorf("ECR: source.aws_access_key_id: %w", err)
+		return src, noExchanger(s, repo, needs, explicit, err)
 	}
 	s.redact.Add(ex.Secrets...)
 	s.log.Debugf("ECR: AWS credentials from %s", ex.Source)
+	return ecrTokens(ctx, s, ex, src, repo, needs, explicit)
+}
 
+// ecrKeys are the source's AWS keys, checked: both halves or neither.
+func ecrKeys(src *protocol.Source) (ecr.Keys, error) {
+	keys := ecr.Keys{AccessKeyID: src.AWSAccessKeyID, SecretAccessKey: src.AWSSecretAccessKey, SessionToken: src.AWSSessionToken}
+	if (keys.AccessKeyID == "") != (keys.SecretAccessKey == "") {
+		return keys, errors.New("source.aws_access_key_id and source.aws_secret_access_key: set both or neither")
+	}
+	if keys.SessionToken != "" && keys.AccessKeyID == "" {
+		return keys, errors.New("source.aws_session_token needs source.aws_access_key_id and source.aws_secret_access_key (the temporary credentials it belongs to)")
+	}
+	return keys, nil
+}
+
+// ecrNeeds lists the ECR registries that need a token: the repository's
+// unless source.username is set, and each other one the user gave no
+// credentials for.
+func ecrNeeds(s *session, src *protocol.Source, repo string, others []string, explicit bool) []ecrNeed {
+	var needs []ecrNeed
+	if _, repoIsECR := ecr.ParseHost(repo); repoIsECR {
+		if src.Username == "" {
+			needs = append(needs, ecrNeed{repo, true})
+		} else if explicit {
+			s.log.Infof("ECR: using source.username/password for %s; the AWS keys serve only other ECR registries", repo)
+		}
+	}
+	given := func(h string) bool {
+		return slices.ContainsFunc(src.AdditionalPrivateRegistries, func(r protocol.PrivateRegistry) bool {
+			return registry.NormalizeHost(r.Registry) == h
+		})
+	}
+	for _, h := range others {
+		if _, ok := ecr.ParseHost(h); !ok || h == repo || slices.ContainsFunc(needs, func(n ecrNeed) bool { return n.host == h }) || given(h) {
+			continue
+		}
+		needs = append(needs, ecrNeed{h, explicit})
+	}
+	return needs
+}
+
+// noExchanger says why no AWS credentials could be had: an error, or nil
+// with a warning when no token is required.
+func noExchanger(s *session, repo string, needs []ecrNeed, explicit bool, err error) error {
+	if !explicit && !slices.ContainsFunc(needs, func(n ecrNeed) bool { return n.required }) {
+		s.log.Warnf("ECR: %s named in the build; no AWS credentials to get a token for it (set source.aws_access_key_id and source.aws_secret_access_key): %v", hostList(needs, func(n ecrNeed) string { return n.host }), err)
+		return nil
+	}
+	if errors.Is(err, ecr.ErrNoCredentials) {
+		return fmt.Errorf("%s is an ECR registry and source.username/password are not set, so an ECR token is needed, but no AWS credentials were found: set source.aws_access_key_id and source.aws_secret_access_key (plus aws_session_token for temporary credentials), or run the worker with an AWS role: %w", repo, err)
+	}
+	return fmt.Errorf("ECR: source.aws_access_key_id: %w", err)
+}
+
+// ecrTokens gets each needed token and returns src with them.
+func ecrTokens(ctx context.Context, s *session, ex *ecr.Exchanger, src protocol.Source, repo string, needs []ecrNeed, explicit bool) (protocol.Source, error) {
+	out := src
+	// A copy: appending must not write into the request's array.
+	out.AdditionalPrivateRegistries = slices.Clone(src.AdditionalPrivateRegistries)
 	for _, n := range needs {
 		tok, err := ex.Token(ctx, n.host)
 		if err != nil {
@@ -131,18 +135,18 @@ func ecrLogin(ctx context.Context, s *session, src *protocol.Source, others []st
 				s.log.Warnf("%v; pulls from %s go without credentials", err, n.host)
 				continue
 			}
-			return err
+			return src, err
 		}
 		s.redact.Add(tok.Password, tok.Raw)
 		s.log.Infof("ECR: token for %s (valid until %s)", n.host, tok.Expires.UTC().Format("2006-01-02 15:04 MST"))
 		if n.host == repo {
-			src.Username, src.Password = tok.Username, tok.Password
+			out.Username, out.Password = tok.Username, tok.Password
 		} else {
-			src.AdditionalPrivateRegistries = append(src.AdditionalPrivateRegistries,
+			out.AdditionalPrivateRegistries = append(out.AdditionalPrivateRegistries,
 				protocol.PrivateRegistry{Registry: n.host, Username: tok.Username, Password: tok.Password})
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // explainECR says what to do about a failed token exchange.

@@ -37,91 +37,116 @@ LABEL x=555555555555.dkr.ecr.us-east-2.amazonaws.com
 	}
 }
 
+// The ECR hosts of TestECRLoginRules: the repository's and a FROM line's.
+const (
+	rulesRepo = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+	rulesFrom = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+)
+
 func TestECRLoginRules(t *testing.T) {
-	const repoHost = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
-	const fromHost = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
 	fake := testenv.StartFakeECR(t, testenv.FakeECROptions{AccessKeyID: "AKIDRULES", SecretAccessKey: "rules-secret-marker", Password: "token-pass-marker"})
 	testenv.ECREnv(t, fake)
-	ctx := context.Background()
-	login := func(src protocol.Source, others ...string) (*protocol.Source, string, error) {
-		var log bytes.Buffer
-		s := newSession(Env{Stderr: &log}, &src, nil)
-		err := ecrLogin(ctx, s, &src, others)
-		s.log.Infof("password %s", src.Password) // must come out masked
-		if err != nil {
-			s.log.Info(err)
-		}
-		return &src, log.String(), err
-	}
-	keys := protocol.Source{AWSAccessKeyID: "AKIDRULES", AWSSecretAccessKey: "rules-secret-marker"}
+	r := ecrRules{fake: fake, keys: protocol.Source{AWSAccessKeyID: "AKIDRULES", AWSSecretAccessKey: "rules-secret-marker"}}
+	t.Run("repository and FROM host get tokens", r.tokens)
+	t.Run("explicit username and additional entries win", r.explicitWins)
+	t.Run("half a key pair", r.halfKeyPair)
+	t.Run("no credentials anywhere", r.noCredentials)
+	t.Run("wrong key", r.wrongKey)
+	t.Run("not ECR: AWS untouched", r.notECR)
+}
 
-	t.Run("repository and FROM host get tokens", func(t *testing.T) {
-		src := keys
-		src.Repository = repoHost + "/team/app"
-		got, log, err := login(src, fromHost, "registry.example.com", repoHost)
-		if err != nil {
-			t.Fatal(err)
+// ecrRules runs ecrLogin against a fake ECR that knows keys.
+type ecrRules struct {
+	fake *testenv.FakeECR
+	keys protocol.Source
+}
+
+// login runs ecrLogin for src and returns the source it made and the log.
+func (r ecrRules) login(src protocol.Source, others ...string) (protocol.Source, string, error) {
+	var log bytes.Buffer
+	s := newSession(Env{Stderr: &log}, &src, nil)
+	got, err := ecrLogin(context.Background(), s, src, others)
+	s.log.Infof("password %s", got.Password) // must come out masked
+	if err != nil {
+		s.log.Info(err)
+	}
+	return got, log.String(), err
+}
+
+func (r ecrRules) tokens(t *testing.T) {
+	src := r.keys
+	src.Repository = rulesRepo + "/team/app"
+	got, log, err := r.login(src, rulesFrom, "registry.example.com", rulesRepo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Username != "AWS" || got.Password != "token-pass-marker" {
+		t.Errorf("source credentials %q/%q", got.Username, got.Password)
+	}
+	if len(got.AdditionalPrivateRegistries) != 1 || got.AdditionalPrivateRegistries[0].Registry != rulesFrom {
+		t.Errorf("additional registries %+v", got.AdditionalPrivateRegistries)
+	}
+	if src.Username != "" || len(src.AdditionalPrivateRegistries) != 0 {
+		t.Errorf("ecrLogin changed the request's source: %+v", src)
+	}
+	auth := registryAuth(&got)
+	if !slices.Equal(auth.Registries(), []string{rulesRepo, rulesFrom}) {
+		t.Errorf("daemon auth for %v", auth.Registries())
+	}
+	for _, marker := range []string{"token-pass-marker", "rules-secret-marker", "AKIDRULES"} {
+		if strings.Contains(log, marker) {
+			t.Errorf("log shows %s:\n%s", marker, log)
 		}
-		if got.Username != "AWS" || got.Password != "token-pass-marker" {
-			t.Errorf("source credentials %q/%q", got.Username, got.Password)
-		}
-		if len(got.AdditionalPrivateRegistries) != 1 || got.AdditionalPrivateRegistries[0].Registry != fromHost {
-			t.Errorf("additional registries %+v", got.AdditionalPrivateRegistries)
-		}
-		auth := registryAuth(got)
-		if !slices.Equal(auth.Registries(), []string{repoHost, fromHost}) {
-			t.Errorf("daemon auth for %v", auth.Registries())
-		}
-		for _, marker := range []string{"token-pass-marker", "rules-secret-marker", "AKIDRULES"} {
-			if strings.Contains(log, marker) {
-				t.Errorf("log shows %s:\n%s", marker, log)
-			}
-		}
-	})
-	t.Run("explicit username and additional entries win", func(t *testing.T) {
-		src := keys
-		src.Repository = repoHost + "/team/app"
-		src.Username, src.Password = "AWS", "given"
-		src.AdditionalPrivateRegistries = []protocol.PrivateRegistry{{Registry: fromHost, Username: "AWS", Password: "given2"}}
-		n := len(fake.Calls())
-		got, _, err := login(src, fromHost)
-		if err != nil || got.Password != "given" || len(got.AdditionalPrivateRegistries) != 1 || len(fake.Calls()) != n {
-			t.Fatalf("err %v, source %+v, %d calls", err, got, len(fake.Calls())-n)
-		}
-	})
-	t.Run("half a key pair", func(t *testing.T) {
-		_, _, err := login(protocol.Source{Repository: repoHost + "/a", AWSAccessKeyID: "AKIDRULES"})
-		if err == nil || !strings.Contains(err.Error(), "source.aws_access_key_id and source.aws_secret_access_key") {
-			t.Fatalf("err %v", err)
-		}
-	})
-	t.Run("no credentials anywhere", func(t *testing.T) {
-		_, _, err := login(protocol.Source{Repository: repoHost + "/a"})
-		if err == nil || !strings.Contains(err.Error(), "source.aws_access_key_id") {
-			t.Fatalf("err %v", err)
-		}
-		t.Log(err)
-		// Only a FROM host without keys: a warning, not a failure.
-		if _, log, err := login(protocol.Source{Repository: "registry.example.com/a"}, fromHost); err != nil || !strings.Contains(log, "no AWS credentials") {
-			t.Fatalf("err %v, log %s", err, log)
-		}
-	})
-	t.Run("wrong key", func(t *testing.T) {
-		src := keys
-		src.Repository = repoHost + "/a"
-		src.AWSAccessKeyID = "AKIDWRONG"
-		_, _, err := login(src)
-		if err == nil || !strings.Contains(err.Error(), "source.aws_access_key_id") || !strings.Contains(err.Error(), "UnrecognizedClientException") {
-			t.Fatalf("err %v", err)
-		}
-	})
-	t.Run("not ECR: AWS untouched", func(t *testing.T) {
-		src := keys
-		src.Repository = "registry.example.com/a"
-		n := len(fake.Calls())
-		_, log, err := login(src)
-		if err != nil || len(fake.Calls()) != n || !strings.Contains(log, "unused") {
-			t.Fatalf("err %v, %d calls, log %s", err, len(fake.Calls())-n, log)
-		}
-	})
+	}
+}
+
+func (r ecrRules) explicitWins(t *testing.T) {
+	src := r.keys
+	src.Repository = rulesRepo + "/team/app"
+	src.Username, src.Password = "AWS", "given"
+	src.AdditionalPrivateRegistries = []protocol.PrivateRegistry{{Registry: rulesFrom, Username: "AWS", Password: "given2"}}
+	n := len(r.fake.Calls())
+	got, _, err := r.login(src, rulesFrom)
+	if err != nil || got.Password != "given" || len(got.AdditionalPrivateRegistries) != 1 || len(r.fake.Calls()) != n {
+		t.Fatalf("err %v, source %+v, %d calls", err, got, len(r.fake.Calls())-n)
+	}
+}
+
+func (r ecrRules) halfKeyPair(t *testing.T) {
+	_, _, err := r.login(protocol.Source{Repository: rulesRepo + "/a", AWSAccessKeyID: "AKIDRULES"})
+	if err == nil || !strings.Contains(err.Error(), "source.aws_access_key_id and source.aws_secret_access_key") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func (r ecrRules) noCredentials(t *testing.T) {
+	_, _, err := r.login(protocol.Source{Repository: rulesRepo + "/a"})
+	if err == nil || !strings.Contains(err.Error(), "source.aws_access_key_id") {
+		t.Fatalf("err %v", err)
+	}
+	t.Log(err)
+	// Only a FROM host without keys: a warning, not a failure.
+	if _, log, err := r.login(protocol.Source{Repository: "registry.example.com/a"}, rulesFrom); err != nil || !strings.Contains(log, "no AWS credentials") {
+		t.Fatalf("err %v, log %s", err, log)
+	}
+}
+
+func (r ecrRules) wrongKey(t *testing.T) {
+	src := r.keys
+	src.Repository = rulesRepo + "/a"
+	src.AWSAccessKeyID = "AKIDWRONG"
+	_, _, err := r.login(src)
+	if err == nil || !strings.Contains(err.Error(), "source.aws_access_key_id") || !strings.Contains(err.Error(), "UnrecognizedClientException") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func (r ecrRules) notECR(t *testing.T) {
+	src := r.keys
+	src.Repository = "registry.example.com/a"
+	n := len(r.fake.Calls())
+	_, log, err := r.login(src)
+	if err != nil || len(r.fake.Calls()) != n || !strings.Contains(log, "unused") {
+		t.Fatalf("err %v, %d calls, log %s", err, len(r.fake.Calls())-n, log)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -94,49 +93,18 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 	if err != nil {
 		return "", err
 	}
-	plat := src.Platform.Resolve()
-	if params.Platform != nil {
-		plat = params.Platform.Resolve()
-	}
 	start := time.Now()
-	enterPhase(ctx, "download")
-	remoteImg, err := reg.Image(ctx, src.Repository, digest, v1.Platform{OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant})
-	var perr *registry.PlatformError
-	var big *registry.TooLargeError
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		return "", fmt.Errorf("image %s not found", ref)
-	case errors.As(err, &perr):
-		return "", fmt.Errorf("image %s: %w", ref, perr)
-	case errors.As(err, &big):
-		return "", fmt.Errorf("image %s: %w", ref, big)
-	case err != nil:
-		return "", fmt.Errorf("fetch image %s: %s", ref, reg.Explain(err))
-	}
-	cfgName, err := remoteImg.ConfigName()
+	remoteImg, id, err := resolveImage(ctx, s, reg, req, digest)
 	if err != nil {
-		return "", fmt.Errorf("fetch image %s: %s", ref, reg.Explain(err))
+		return "", err
 	}
-	s.log.Infof("fetching %s (image %s)", ref, engine.ShortID(cfgName.String()))
-
 	// Blobs land next to DEST's files (same filesystem, so the tarball copy is
 	// cheap) and go away once everything is written.
 	blobs := filepath.Join(dest, ".download")
 	defer os.RemoveAll(blobs)
 	local, stats, err := download.Image(ctx, remoteImg, download.Options{Dir: blobs, Concurrency: src.Downloads(), Log: s.log})
 	if err != nil {
-		if isNoSpace(err) {
-			return "", fmt.Errorf("download %s: %w", ref, err)
-		}
-		var big *registry.TooLargeError
-		if errors.As(err, &big) {
-			return "", fmt.Errorf("image %s: %w", ref, big)
-		}
-		var le *download.LayerError
-		if errors.As(err, &le) {
-			return "", fmt.Errorf("download %s: layer %s (attempt %d of %d): %s", ref, le.Digest, le.Attempt, le.Attempts, reg.Explain(le.Err))
-		}
-		return "", fmt.Errorf("download %s: %s", ref, reg.Explain(err))
+		return "", downloadError(reg, ref, err)
 	}
 	s.log.Debugf("download: %d layers, %d bytes in %s", stats.Layers, stats.Bytes, stats.Duration)
 
@@ -144,34 +112,99 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 	if err := imagefs.ExtractRootfs(ctx, local, filepath.Join(dest, "rootfs"), imagefs.ExtractOptions{Chown: os.Geteuid() == 0, Log: s.log}); err != nil {
 		return "", fmt.Errorf("write rootfs/: %w", err)
 	}
+	repoTag := src.Repository + ":" + src.TagOrDefault()
+	if err := writeImageFiles(local, dest, repoTag, ref); err != nil {
+		return "", err
+	}
+	if err := writeTarballs(ctx, s, local, dest, repoTag, params); err != nil {
+		return "", err
+	}
+	s.log.Infof("fetched %s in %s", ref, since(start))
+	return id, nil
+}
+
+// resolveImage finds the image of the request's platform at digest and
+// returns it with its ID.
+func resolveImage(ctx context.Context, s *session, reg *registry.Client, req *protocol.InRequest, digest v1.Hash) (v1.Image, string, error) {
+	src := &req.Source
+	ref := src.Repository + "@" + digest.String()
+	plat := src.Platform.Resolve()
+	if req.Params.Platform != nil {
+		plat = req.Params.Platform.Resolve()
+	}
+	enterPhase(ctx, "download")
+	img, err := reg.Image(ctx, src.Repository, digest, v1.Platform{OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant})
+	var perr *registry.PlatformError
+	var big *registry.TooLargeError
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, "", fmt.Errorf("image %s not found", ref)
+	case errors.As(err, &perr):
+		return nil, "", fmt.Errorf("image %s: %w", ref, perr)
+	case errors.As(err, &big):
+		return nil, "", fmt.Errorf("image %s: %w", ref, big)
+	case err != nil:
+		return nil, "", fmt.Errorf("fetch image %s: %w", ref, reg.Explain(err))
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return nil, "", fmt.Errorf("fetch image %s: %w", ref, reg.Explain(err))
+	}
+	s.log.Infof("fetching %s (image %s)", ref, engine.ShortID(cfgName.String()))
+	return img, cfgName.String(), nil
+}
+
+// downloadError says what stopped the download: the disk, the image's
+// size, a layer, or the registry.
+func downloadError(reg *registry.Client, ref string, err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("download %s: %w", ref, err)
+	}
+	var big *registry.TooLargeError
+	if errors.As(err, &big) {
+		return fmt.Errorf("image %s: %w", ref, big)
+	}
+	var le *download.LayerError
+	if errors.As(err, &le) {
+		return fmt.Errorf("download %s: layer %s (attempt %d of %d): %w", ref, le.Digest, le.Attempt, le.Attempts, reg.Explain(le.Err))
+	}
+	return fmt.Errorf("download %s: %w", ref, reg.Explain(err))
+}
+
+// writeImageFiles writes metadata.json and docker_inspect.json.
+func writeImageFiles(local v1.Image, dest, repoTag, ref string) error {
 	cfg, err := local.ConfigFile()
 	if err != nil {
-		return "", fmt.Errorf("read image config: %w", err)
+		return fmt.Errorf("read image config: %w", err)
 	}
 	meta, err := imagefs.ReadMetadata(cfg, filepath.Join(dest, "rootfs"))
 	if err != nil {
-		return "", fmt.Errorf("metadata.json: %w", err)
+		return fmt.Errorf("metadata.json: %w", err)
 	}
 	metaJSON, err := json.Marshal(meta)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := imagefs.WriteFileAtomic(filepath.Join(dest, "metadata.json"), metaJSON, 0o644); err != nil {
-		return "", fmt.Errorf("write metadata.json: %w", err)
+		return fmt.Errorf("write metadata.json: %w", err)
 	}
-	repoTag := src.Repository + ":" + src.TagOrDefault()
 	inspect, err := imagefs.InspectJSON(local, repoTag, ref)
 	if err != nil {
-		return "", fmt.Errorf("docker_inspect.json: %w", err)
+		return fmt.Errorf("docker_inspect.json: %w", err)
 	}
 	if err := imagefs.WriteFileAtomic(filepath.Join(dest, "docker_inspect.json"), inspect, 0o644); err != nil {
-		return "", fmt.Errorf("write docker_inspect.json: %w", err)
+		return fmt.Errorf("write docker_inspect.json: %w", err)
 	}
+	return nil
+}
+
+// writeTarballs writes image (save: true) and rootfs.tar (rootfs: true).
+func writeTarballs(ctx context.Context, s *session, local v1.Image, dest, repoTag string, params *protocol.InParams) error {
 	if params.Save {
 		enterPhase(ctx, "writing image")
 		phase := time.Now()
 		if err := imagefs.WriteSaveTarball(ctx, local, repoTag, filepath.Join(dest, "image")); err != nil {
-			return "", fmt.Errorf("write image (save: true): %w", err)
+			return fmt.Errorf("write image (save: true): %w", err)
 		}
 		s.log.Infof("image (docker load tarball, tagged %s) written in %s", repoTag, since(phase))
 	}
@@ -179,12 +212,11 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 		enterPhase(ctx, "writing rootfs.tar")
 		phase := time.Now()
 		if err := imagefs.WriteRootfsTar(ctx, local, filepath.Join(dest, "rootfs.tar")); err != nil {
-			return "", fmt.Errorf("write rootfs.tar: %w", err)
+			return fmt.Errorf("write rootfs.tar: %w", err)
 		}
 		s.log.Infof("rootfs.tar written in %s", since(phase))
 	}
-	s.log.Infof("fetched %s in %s", ref, since(start))
-	return cfgName.String(), nil
+	return nil
 }
 
 // writableDir makes sure DEST exists and can be written, with a message that
@@ -213,8 +245,6 @@ func noSpace(dest string, err error) error {
 	return fmt.Errorf("no space left on device in the destination %s (the get writes the compressed layers, rootfs/ and, with save or rootfs, a copy of the image there): %w", dest, err)
 }
 
-func isNoSpace(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), syscall.ENOSPC.Error())
-}
+func isNoSpace(err error) bool { return errors.Is(err, syscall.ENOSPC) }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }

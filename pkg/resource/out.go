@@ -52,19 +52,15 @@ func (p *phases) since(name string, t time.Time) {
 }
 
 func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.OutRequest) (*protocol.Response, error) {
-	src, params := &req.Source, &req.Params
-	plan, err := planPut(env, s, srcDir, req)
+	plan, err := planPut(ctx, env, s, srcDir, req)
 	if err != nil {
-		return nil, err
-	}
-	if err := ecrLoginPut(ctx, s, src, plan, params); err != nil {
 		return nil, err
 	}
 	timing := newPhases()
 
 	t := time.Now()
 	enterPhase(ctx, "daemon start")
-	d, err := startDaemon(ctx, env, s, src)
+	d, err := startDaemon(ctx, env, s, plan.src)
 	timing.since("daemon start", t)
 	if err != nil {
 		return nil, err
@@ -91,102 +87,111 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	}
 
 	t = time.Now()
-	enterPhase(ctx, plan.source)
-	plan.certsDir = d.CertsDir()
-	if err := checkBaseUsers(ctx, cli, srcDir, plan, params.TargetName, bases); err != nil {
+	enterPhase(ctx, string(plan.source))
+	if err := checkBaseUsers(ctx, cli, srcDir, plan, bases); err != nil {
 		return nil, err
 	}
-	imageID, err := produce(ctx, s, cli, plan, params, cacheFrom, env)
-	timing.since(plan.source, t)
+	imageID, err := produce(ctx, env, s, cli, plan, cacheFrom, d.CertsDir())
+	timing.since(string(plan.source), t)
 	if err != nil {
 		return nil, err
 	}
 
 	t = time.Now()
 	enterPhase(ctx, "push")
-	digest, pushMeta, err := pushImage(ctx, env, s, src, cli, plan, imageID)
+	src := plan.src // pushImage takes a pointer: to a copy, the plan stays as planned
+	digest, pushMeta, err := pushImage(ctx, env, s, &src, cli, plan, imageID)
 	timing.since("push", t)
 	if err != nil {
-		return nil, fmt.Errorf("push %s: %w", src.Repository, err)
+		return nil, fmt.Errorf("push %s: %w", plan.repository, err)
 	}
-	s.log.Infof("pushed %s:%s as %s", src.Repository, strings.Join(plan.tags, ", :"), digest)
-
+	s.log.Infof("pushed %s:%s as %s", plan.repository, strings.Join(plan.tags, ", :"), digest)
 	meta := protocol.Metadata("image", engine.ShortID(imageID), "tags", strings.Join(plan.tags, " "))
-	meta = append(meta, pushMeta...)
+	return &protocol.Response{Version: protocol.Version{Digest: digest}, Metadata: timing.report(s, append(meta, pushMeta...))}, nil
+}
+
+// report logs the closing summary and returns meta with a field for each
+// phase's time and the total.
+func (p *phases) report(s *session, meta []protocol.MetadataField) []protocol.MetadataField {
 	var summary []string
-	for _, n := range timing.names {
-		d := timing.took[n].Round(10 * time.Millisecond)
+	for _, n := range p.names {
+		d := p.took[n].Round(10 * time.Millisecond)
 		summary = append(summary, fmt.Sprintf("%s %s", n, d))
 		meta = append(meta, protocol.MetadataField{Name: "time " + n, Value: d.String()})
 	}
-	total := time.Since(timing.start).Round(10 * time.Millisecond)
+	total := time.Since(p.start).Round(10 * time.Millisecond)
 	meta = append(meta, protocol.MetadataField{Name: "time total", Value: total.String()})
 	s.log.Infof("done: %s; total %s", strings.Join(summary, ", "), total)
-	return &protocol.Response{Version: protocol.Version{Digest: digest}, Metadata: meta}, nil
+	return meta
 }
 
-// produce makes the image to push from the chosen source and returns its ID.
-func produce(ctx context.Context, s *session, cli engine.Client, plan *putPlan, params *protocol.OutParams, cacheFrom []string, env Env) (string, error) {
+// produce makes the image to push from the chosen source and returns its
+// ID. certsDir is the daemon's certs.d, for BuildKit's registry access.
+func produce(ctx context.Context, env Env, s *session, cli engine.Client, plan *putPlan, cacheFrom []string, certsDir string) (string, error) {
 	switch plan.source {
-	case "load":
+	case sourceLoad:
 		b, err := engine.LoadFolder(ctx, cli, plan.loadFolder, engine.LoadOptions{}, s.log)
 		if err != nil {
-			return "", fmt.Errorf("load %s: %w", params.Load, err)
+			return "", fmt.Errorf("load %s: %w", plan.given, err)
 		}
 		return b.ID, nil
-	case "build":
-		if plan.buildkit {
-			warnNoInlineCache(s, plan.cacheFolders)
-		}
-		if params.Cache {
-			cacheRef := plan.repository + ":" + plan.cacheTag
-			var err error
-			if plan.buildkit {
-				err = remoteCache(ctx, env, s, plan.src, plan.cacheTag)
-			} else {
-				_, err = engine.Pull(ctx, cli, cacheRef, plan.auth, s.log)
-			}
-			if err != nil {
-				// The old resource's promise: a cache miss never fails a build.
-				s.log.Warnf("cache: could not pull %s, building without it: %v", cacheRef, err)
-			} else {
-				cacheFrom = append(cacheFrom, cacheRef)
-			}
-		}
-		o := engine.BuildOptions{
-			ContextDir: plan.path, Dockerfile: plan.dockerfile, Target: params.TargetName,
-			BuildArgs: plan.buildArgs, Labels: plan.labels, CacheFrom: cacheFrom, Auth: plan.auth,
-			NetworkMode: env.Hooks.BuildNetwork,
-			// Inline cache always: it costs a few config bytes and lets any
-			// later build use this image as cache_from.
-			BuildKit: plan.buildkit, Secrets: plan.secrets, InlineCache: plan.buildkit, CertsDir: plan.certsDir,
-		}
-		res, err := engine.Build(ctx, cli, o, s.log)
-		if err != nil {
-			return "", err
-		}
-		return res.ID, nil
-	case "load_file":
+	case sourceBuild:
+		return build(ctx, env, s, cli, plan, cacheFrom, certsDir)
+	case sourceLoadFile:
 		if _, err := engine.Load(ctx, cli, plan.path, s.log); err != nil {
-			return "", fmt.Errorf("load_file %s: %w", params.LoadFile, err)
+			return "", fmt.Errorf("load_file %s: %w", plan.given, err)
 		}
-		ref := params.LoadRepository + ":" + orDefault(string(params.LoadTag), "latest")
-		ins, err := cli.ImageInspect(ctx, ref)
+		ins, err := cli.ImageInspect(ctx, plan.ref)
 		if err != nil {
-			return "", fmt.Errorf("load_file %s holds no image %s (check load_repository and load_tag): %w", params.LoadFile, ref, err)
+			return "", fmt.Errorf("load_file %s holds no image %s (check load_repository and load_tag): %w", plan.given, plan.ref, err)
 		}
 		return ins.ID, nil
-	case "import_file":
+	case sourceImport:
 		return engine.Import(ctx, cli, plan.path, plan.repository, plan.tags[0], s.log)
-	case "pull_repository":
-		ref := params.PullRepository + ":" + orDefault(string(params.PullTag), "latest")
-		id, err := engine.Pull(ctx, cli, ref, plan.auth, s.log)
+	case sourcePull:
+		id, err := engine.Pull(ctx, cli, plan.ref, plan.auth, s.log)
 		if err != nil {
-			return "", fmt.Errorf("pull_repository %s: %w", ref, err)
+			return "", fmt.Errorf("pull_repository %s: %w", plan.ref, err)
 		}
 		return id, nil
 	}
 	return "", fmt.Errorf("unknown image source %q", plan.source)
+}
+
+// build builds the image, with the `cache: true` image as cache when it
+// can be had.
+func build(ctx context.Context, env Env, s *session, cli engine.Client, plan *putPlan, cacheFrom []string, certsDir string) (string, error) {
+	if plan.buildkit {
+		warnNoInlineCache(s, plan.cacheFolders)
+	}
+	if plan.cache {
+		cacheRef := plan.repository + ":" + plan.cacheTag
+		var err error
+		if plan.buildkit {
+			err = remoteCache(ctx, env, s, plan.src, plan.cacheTag)
+		} else {
+			_, err = engine.Pull(ctx, cli, cacheRef, plan.auth, s.log)
+		}
+		if err != nil {
+			// The old resource's promise: a cache miss never fails a build.
+			s.log.Warnf("cache: could not pull %s, building without it: %v", cacheRef, err)
+		} else {
+			cacheFrom = append(cacheFrom, cacheRef)
+		}
+	}
+	o := engine.BuildOptions{
+		ContextDir: plan.path, Dockerfile: plan.dockerfile, Target: plan.target,
+		BuildArgs: plan.buildArgs, Labels: plan.labels, CacheFrom: cacheFrom, Auth: plan.auth,
+		NetworkMode: env.Hooks.BuildNetwork,
+		// Inline cache always: it costs a few config bytes and lets any
+		// later build use this image as cache_from.
+		BuildKit: plan.buildkit, Secrets: plan.secrets, InlineCache: plan.buildkit, CertsDir: certsDir,
+	}
+	res, err := engine.Build(ctx, cli, o, s.log)
+	if err != nil {
+		return "", err
+	}
+	return res.ID, nil
 }
 
 // warnUnnamed says when a loaded base has no name: a FROM cannot use it
@@ -204,7 +209,7 @@ func warnUnnamed(s *session, param, dir string, f *baseimage.Folder, b engine.Ba
 		param, dir, f.Origin, engine.ShortID(b.ID), dir, use)
 }
 
-func startDaemon(ctx context.Context, env Env, s *session, src *protocol.Source) (*daemon.Daemon, error) {
+func startDaemon(ctx context.Context, env Env, s *session, src protocol.Source) (*daemon.Daemon, error) {
 	o := daemon.Options{
 		StartupTimeout:         time.Duration(src.StartupTimeoutSecs()) * time.Second,
 		MaxConcurrentDownloads: src.Downloads(),
@@ -219,9 +224,7 @@ func startDaemon(ctx context.Context, env Env, s *session, src *protocol.Source)
 	for _, c := range src.ClientCerts {
 		o.ClientCerts = append(o.ClientCerts, daemon.ClientCert{Domain: c.Domain, Cert: c.Cert, Key: c.Key})
 	}
-	if env.Hooks.Daemon != nil {
-		env.Hooks.Daemon(&o)
-	}
+	env.Hooks.daemon(&o)
 	return daemon.Start(ctx, o)
 }
 

@@ -24,7 +24,7 @@ import (
 // so a folder given as both gets one image.
 func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string, plan *putPlan) ([]loadedBase, []string, error) {
 	var o engine.LoadOptions
-	if plan.source == "build" && plan.buildkit {
+	if plan.buildsWithBuildKit() {
 		p := baseimage.HostPlatform()
 		o.Platform = &p
 	}
@@ -80,8 +80,8 @@ type loadedBase struct {
 // the build needs would run as a user BuildKit cannot look up in a loaded
 // base: one without /etc/group (or /etc/passwd), where the classic builder
 // runs the step (pkg/usercheck).
-func checkBaseUsers(ctx context.Context, cli *client.Client, srcDir string, plan *putPlan, target string, loaded []loadedBase) error {
-	if plan.source != "build" || !plan.buildkit || len(loaded) == 0 {
+func checkBaseUsers(ctx context.Context, cli *client.Client, srcDir string, plan *putPlan, loaded []loadedBase) error {
+	if !plan.buildsWithBuildKit() || len(loaded) == 0 {
 		return nil
 	}
 	df, err := os.ReadFile(plan.dockerfile)
@@ -102,33 +102,38 @@ func checkBaseUsers(ctx context.Context, cli *client.Client, srcDir string, plan
 		if c := ins.Config; c != nil {
 			ub.User, ub.Env, ub.WorkingDir, ub.OnBuild = c.User, c.Env, c.WorkingDir, len(c.OnBuild) > 0
 		}
-		id := b.ID
-		ub.Files = func() (usercheck.Files, error) {
-			m, err := engine.ReadImageFiles(ctx, cli, id, "/etc/passwd", "/etc/group")
-			if err != nil {
-				return usercheck.Files{}, err
-			}
-			var f usercheck.Files
-			for p, dst := range map[string]*[]byte{"/etc/passwd": &f.Passwd, "/etc/group": &f.Group} {
-				if file, ok := m[p]; ok {
-					*dst = file.Content
-					if !file.Regular {
-						f.Unknown = true
-					} else if *dst == nil {
-						*dst = []byte{}
-					}
-				}
-			}
-			return f, nil
-		}
+		ub.Files = userFiles(ctx, cli, b.ID)
 		byRef[key] = ub
 	}
-	err = usercheck.Check(usercheck.Options{Dockerfile: df, BuildArgs: plan.buildArgs, Target: target,
+	err = usercheck.Check(usercheck.Options{Dockerfile: df, BuildArgs: plan.buildArgs, Target: plan.target,
 		Base: func(ref string) *usercheck.Base { return byRef[usercheck.RefKey(ref)] }})
 	if err != nil {
 		return fmt.Errorf("build: %s %w", rel(srcDir, plan.dockerfile), err)
 	}
 	return nil
+}
+
+// userFiles reads a loaded image's /etc/passwd and /etc/group when
+// usercheck asks for them.
+func userFiles(ctx context.Context, cli *client.Client, id string) func() (usercheck.Files, error) {
+	return func() (usercheck.Files, error) {
+		m, err := engine.ReadImageFiles(ctx, cli, id, "/etc/passwd", "/etc/group")
+		if err != nil {
+			return usercheck.Files{}, err
+		}
+		var f usercheck.Files
+		for p, dst := range map[string]*[]byte{"/etc/passwd": &f.Passwd, "/etc/group": &f.Group} {
+			if file, ok := m[p]; ok {
+				*dst = file.Content
+				if !file.Regular {
+					f.Unknown = true
+				} else if *dst == nil {
+					*dst = []byte{}
+				}
+			}
+		}
+		return f, nil
+	}
 }
 
 // nameClaim is a name a base folder gives its image.

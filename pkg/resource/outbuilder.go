@@ -4,84 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
-	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 )
-
-// defaultBuildKit is the builder used when params.docker_buildkit is not set.
-const defaultBuildKit = true
-
-// maxSecretSize is BuildKit's limit for one secret.
-const maxSecretSize = 500 * 1024
-
-// planBuilder chooses the builder and reads build secrets before the daemon
-// starts, so a missing variable or file fails in milliseconds and every
-// secret value is masked in the log from here on.
-func planBuilder(s *session, plan *putPlan, params *protocol.OutParams, abs func(string) string) error {
-	plan.buildkit = defaultBuildKit
-	if params.DockerBuildkit != nil {
-		plan.buildkit = bool(*params.DockerBuildkit)
-	}
-	if len(params.Secrets) == 0 {
-		return nil
-	}
-	// The values given in the request are masked before anything else can
-	// fail or log.
-	for _, sec := range params.Secrets {
-		s.redact.Add(sec.Value)
-	}
-	if params.DockerBuildkit != nil && !plan.buildkit {
-		return errors.New("params.secrets need BuildKit, but params.docker_buildkit is 0: remove docker_buildkit or set it to 1")
-	}
-	plan.buildkit = true
-	ids := make([]string, 0, len(params.Secrets))
-	for id := range params.Secrets {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		sec := params.Secrets[id]
-		field := "params.secrets." + id
-		if id == "" {
-			return errors.New("params.secrets: a secret has an empty id; use the id that RUN --mount=type=secret,id=... names")
-		}
-		var value []byte
-		switch {
-		case sec.Value != "":
-			value = []byte(sec.Value)
-		case sec.Env != "":
-			v, ok := os.LookupEnv(sec.Env)
-			if !ok {
-				return fmt.Errorf("%s.env: environment variable %s is not set in the put's container. Concourse gives a put only BUILD_* variables, "+
-					"ATC_EXTERNAL_URL and the variables of the resource type's image, never a pipeline's params or credentials: "+
-					"use value: ((var)) to pass a credential, or source: <file> for a file among the put's inputs", field, sec.Env)
-			}
-			value = []byte(v)
-		default:
-			path := abs(sec.Source)
-			if err := regularFile(field+".source", path); err != nil {
-				return err
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return fmt.Errorf("%s.source: %w", field, err)
-			}
-			value = b
-		}
-		if len(value) > maxSecretSize {
-			return fmt.Errorf("%s: the secret is %d bytes; BuildKit takes at most %d", field, len(value), maxSecretSize)
-		}
-		plan.secrets = append(plan.secrets, engine.Secret{ID: id, Value: value})
-		s.redact.Add(string(value))
-	}
-	return nil
-}
 
 // warnNoInlineCache says which cache_from images BuildKit cannot use: it
 // reads cache only from images that carry inline cache metadata, which
@@ -119,13 +46,13 @@ func folderConfig(f *baseimage.Folder) ([]byte, error) {
 // its inline cache metadata from the registry and fetches only the layers of
 // the steps it reuses; a daemon pull would download the whole image, base
 // layers included (a loaded base has no registry origin to match them by).
-func remoteCache(ctx context.Context, env Env, s *session, src *protocol.Source, tag string) error {
-	c, err := registryClient(env, src, s.log)
+func remoteCache(ctx context.Context, env Env, s *session, src protocol.Source, tag string) error {
+	c, err := registryClient(env, &src, s.log)
 	if err != nil {
 		return err
 	}
 	if _, err := c.Digest(ctx, src.Repository, tag); err != nil {
-		return errors.New(c.Explain(err))
+		return c.Explain(err)
 	}
 	s.log.Infof("cache: BuildKit will use %s:%s's inline cache metadata", src.Repository, tag)
 	return nil

@@ -1,7 +1,7 @@
 // Package resource holds the three commands Concourse runs — check, in and
 // out — each reading its request, doing the work through the other packages,
-// and writing one JSON response. Commands take their streams and arguments as
-// values so tests can run them in-process.
+// and writing one JSON response. Commands take their streams, arguments and
+// environment as values (Env) so tests can run them in-process.
 package resource
 
 import (
@@ -14,7 +14,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
@@ -25,25 +24,32 @@ import (
 // Version is stamped into the binaries at build time.
 var Version = "dev"
 
-// Env is what a command gets from the process: streams, arguments and, for
-// tests only, hooks.
+// Env is what a command gets from the process: streams, arguments, the
+// environment and, for tests only, hooks.
 type Env struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Args           []string // os.Args: the program name, then DEST or SRC
-	Hooks          Hooks
+	// LookupEnv reads the process environment (build args' proxies and
+	// Concourse's BUILD_* variables, secrets' env, the in-container
+	// switch); nil reads the process's own, so in-process tests can give
+	// a command an environment without os.Setenv.
+	LookupEnv func(key string) (string, bool)
+	// Hooks are for tests only: see testhooks.go.
+	Hooks Hooks
 }
 
-// Hooks let in-process tests reach registries on loopback under public names
-// and shorten retry waits. Production leaves them zero.
-type Hooks struct {
-	Registry func(*registry.Options)
-	// Daemon adjusts the put's dockerd, e.g. to isolate its network on a
-	// test host.
-	Daemon func(*daemon.Options)
-	// BuildNetwork is the network mode of RUN steps ("" = the daemon's
-	// default bridge, as in production).
-	BuildNetwork string
+// Getenv is the environment variable key, "" when it is not set.
+func (e Env) Getenv(key string) string {
+	v, _ := e.lookup(key)
+	return v
+}
+
+func (e Env) lookup(key string) (string, bool) {
+	if e.LookupEnv == nil {
+		return os.LookupEnv(key)
+	}
+	return e.LookupEnv(key)
 }
 
 // Command is one of Check, In, Out.
@@ -63,19 +69,26 @@ func Main(cmd Command) int {
 			cancel(&AbortedError{Signal: s})
 		}
 	}()
+	env := Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args, LookupEnv: os.LookupEnv}
+	env.Hooks = hooksFromEnv(env.Getenv)
+	return run(ctx, cmd, env)
+}
+
+// run runs cmd, prints its error on env.Stderr and returns the exit code.
+func run(ctx context.Context, cmd Command, env Env) int {
 	ctx, phase := withPhaseNote(ctx)
-	env := Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Args: os.Args, Hooks: hooksFromEnv(os.Getenv)}
-	if err := cmd(ctx, env); err != nil {
-		var ab *AbortedError
-		if errors.As(context.Cause(ctx), &ab) {
-			// Concourse aborted the build; say so instead of "context canceled".
-			fmt.Fprintf(os.Stderr, "\x1b[31merror:\x1b[0m %s\n", abortMessage(ab, phase.get(), err))
-			return 1
-		}
-		fmt.Fprintf(os.Stderr, "\x1b[31merror:\x1b[0m %s\n", err)
-		return 1
+	err := cmd(ctx, env)
+	if err == nil {
+		return 0
 	}
-	return 0
+	msg := err.Error()
+	var ab *AbortedError
+	if errors.As(context.Cause(ctx), &ab) {
+		// Concourse aborted the build; say so instead of "context canceled".
+		msg = abortMessage(ab, phase.get(), err)
+	}
+	fmt.Fprintf(env.Stderr, "\x1b[31merror:\x1b[0m %s\n", maskWithChain(err, msg))
+	return 1
 }
 
 // session is what every command sets up after decoding: a logger that masks
@@ -94,13 +107,37 @@ func newSession(env Env, src *protocol.Source, warnings []string) *session {
 	return s
 }
 
-// fail masks secrets in err. Errors are built from our own messages and
-// registry diagnostics, but a registry may echo what it was sent.
+// fail masks secrets in err's text. Errors are built from our own messages
+// and registry diagnostics, but a registry may echo what it was sent. The
+// result wraps err, so errors.Is and errors.As still see the cause.
 func (s *session) fail(err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s", s.redact.Redact(err.Error()))
+	return &redactedError{msg: s.redact.Redact(err.Error()), err: err, redact: s.redact}
+}
+
+// redactedError is an error with the session's secrets masked in its text.
+// What it wraps is not masked: an error is printed through its Error, and
+// Main masks whatever it prints again with the redactor it finds in the
+// chain (maskWithChain), in case that text came from further down.
+type redactedError struct {
+	msg    string
+	err    error
+	redact *logging.Redactor
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// maskWithChain masks msg with the secrets of the session whose error err
+// wraps, if any.
+func maskWithChain(err error, msg string) string {
+	var re *redactedError
+	if errors.As(err, &re) {
+		return re.redact.Redact(msg)
+	}
+	return msg
 }
 
 func secretsOf(src *protocol.Source) []string {
@@ -137,9 +174,7 @@ func registryClient(env Env, src *protocol.Source, log *logrus.Entry) (*registry
 	for _, c := range src.ClientCerts {
 		o.ClientCerts = append(o.ClientCerts, registry.ClientCert{Domain: c.Domain, Cert: c.Cert, Key: c.Key})
 	}
-	if env.Hooks.Registry != nil {
-		env.Hooks.Registry(&o)
-	}
+	env.Hooks.registry(&o)
 	return registry.New(o)
 }
 
