@@ -1,7 +1,8 @@
 // Package childproc runs helper daemons — dockerd, containerd, a test
 // registry — as children that log to a file, live in their own process group
-// and get a signal when their parent goes away. The put's daemon (pkg/daemon)
-// and the test environment (test/testenv) start their processes through it.
+// and get a signal when their parent goes away, and finds and kills what a
+// killed child left behind. The put's daemon (pkg/daemon) and the test
+// environment (test/testenv) start their processes through it.
 package childproc
 
 import (

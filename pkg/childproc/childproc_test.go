@@ -2,8 +2,10 @@ package childproc
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -59,5 +61,48 @@ func TestExitTextAndMissingLog(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "three"), []byte("a\nb\nc\n"), 0o600)
 	if got := TailFile(filepath.Join(dir, "three"), 2); got != "b\nc" {
 		t.Errorf("tail %q", got)
+	}
+}
+
+// A grandchild that outlives its parent (as a shim outlives a killed
+// dockerd) is found by the path on its command line and by its mount
+// namespace, and KillAll ends it.
+func TestLeftoversFoundAndKilled(t *testing.T) {
+	dir := t.TempDir()
+	mark := filepath.Join(dir, "unique-mark")
+	p, err := Start("/bin/sh", []string{"-c", "sh -c 'while :; do sleep 0.05; done' " + mark + " & echo $!"}, filepath.Join(dir, "l"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !p.Exited() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	var orphan int
+	fmt.Sscan(TailFile(filepath.Join(dir, "l"), 1), &orphan)
+	if orphan <= 0 {
+		t.Fatalf("no orphan pid in the log: %q", TailFile(filepath.Join(dir, "l"), 5))
+	}
+	if got := Mentioning(mark); !slices.Equal(got, []int{orphan}) {
+		t.Errorf("Mentioning = %v, want [%d]", got, orphan)
+	}
+	ns, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := InMountNamespace(ns); !slices.Contains(got, orphan) || slices.Contains(got, os.Getpid()) {
+		t.Errorf("InMountNamespace(%s) = %v, want %d in it and not this process", ns, got, orphan)
+	}
+	if Mentioning("") != nil || InMountNamespace("") != nil {
+		t.Error("an empty key matched processes")
+	}
+	if left := KillAll(func() []int { return Mentioning(mark) }, 5*time.Second); left != nil {
+		t.Errorf("KillAll left %v", left)
+	}
+	if err := syscall.Kill(orphan, 0); err == nil {
+		// A zombie until init reaps it; its command line is gone already.
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", orphan))
+		if !strings.Contains(string(st), ") Z ") && len(st) > 0 {
+			t.Errorf("orphan %d still running: %s", orphan, st)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/api/types/image"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -32,12 +33,12 @@ func TestCertsUsedForRegistryPulls(t *testing.T) {
 
 	unlock := testenv.LockDockerd(t)
 	defer unlock()
-	pull := func(o Options) error {
+	pull := func(o daemon.Options) error {
 		t.Helper()
 		ctx := context.Background()
 		o.Isolated = true
 		o.Log, _ = testLog(t)
-		d, err := Start(ctx, o)
+		d, err := daemon.Start(ctx, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,25 +57,25 @@ func TestCertsUsedForRegistryPulls(t *testing.T) {
 		_, err = testenv.ReadJSONStream(rc)
 		return err
 	}
-	if err := pull(Options{}); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if err := pull(daemon.Options{}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("pull without certificates: err = %v, want a certificate error", err)
 	} else {
 		t.Logf("without certificates: %v", err)
 	}
-	err = pull(Options{CACerts: []CA{{Domain: host, PEM: string(ca.CertPEM)}}})
+	err = pull(daemon.Options{CACerts: []daemon.CA{{Domain: host, PEM: string(ca.CertPEM)}}})
 	if err == nil {
 		t.Error("pull with the CA but no client certificate worked")
 	} else {
 		t.Logf("with the CA only: %v", err)
 	}
-	err = pull(Options{
-		CACerts:     []CA{{Domain: host, PEM: string(ca.CertPEM)}},
-		ClientCerts: []ClientCert{{Domain: host, Cert: string(certPEM), Key: string(keyPEM)}},
+	err = pull(daemon.Options{
+		CACerts:     []daemon.CA{{Domain: host, PEM: string(ca.CertPEM)}},
+		ClientCerts: []daemon.ClientCert{{Domain: host, Cert: string(certPEM), Key: string(keyPEM)}},
 	})
 	if err != nil {
 		t.Errorf("pull with CA and client certificate: %v", err)
 	}
-	var se *StartError
+	var se *daemon.StartError
 	if errors.As(err, &se) {
 		t.Log(se.LogTail)
 	}

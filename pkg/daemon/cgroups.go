@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -308,8 +309,14 @@ func setupCgroups(log *logrus.Entry) string {
 }
 
 // cgroupDirs lists the folders of cgroup parent in every hierarchy under
-// root (one on cgroup v2, one per mounted hierarchy on v1).
+// root (one on cgroup v2, one per mounted hierarchy on v1). A parent that
+// is the root itself ("", "/", ".") has none: what is listed here gets its
+// processes killed and its cgroups removed, and the root holds every
+// process of the machine.
 func cgroupDirs(root, parent string) []string {
+	if path.Clean("/"+parent) == "/" {
+		return nil
+	}
 	if cgroupV2Mounted(root) {
 		return []string{filepath.Join(root, parent)}
 	}
@@ -357,13 +364,10 @@ func cgroupPids(root, parent string) []int {
 // removeCgroups kills what is left in the cgroups under parent (containers
 // of a daemon that did not stop them) and removes the cgroups.
 func removeCgroups(root, parent string) error {
-	if parent == "" || parent == "/" {
-		return nil
-	}
 	var lastErr error
 	for attempt := 0; attempt < 50; attempt++ {
 		lastErr = nil
-		killAll(func() []int { return cgroupPids(root, parent) }, 0)
+		childproc.KillAll(func() []int { return cgroupPids(root, parent) }, 0)
 		for _, top := range cgroupDirs(root, parent) {
 			dirs := cgroupTree(top)
 			for i := len(dirs) - 1; i >= 0; i-- { // children first

@@ -258,7 +258,21 @@ func TestCgroupDirsAndRemove(t *testing.T) {
 	if got := cgroupDirs(v2.dir, "/p"); !reflect.DeepEqual(got, []string{filepath.Join(v2.dir, "p")}) {
 		t.Errorf("v2 cgroupDirs = %v", got)
 	}
-	if err := removeCgroups(root, "/"); err != nil {
-		t.Errorf("root parent: %v", err)
+	// The root is never a daemon's parent: it holds every process.
+	for _, h := range []string{"cpu,cpuacct", "memory"} {
+		if err := os.MkdirAll(filepath.Join(root, h, "other"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, parent := range []string{"", "/", ".", "/.", "//", "/..", "./"} {
+		if got := cgroupDirs(root, parent); got != nil {
+			t.Errorf("cgroupDirs(%q) = %v, want none", parent, got)
+		}
+		if err := removeCgroups(root, parent); err != nil {
+			t.Errorf("removeCgroups(%q): %v", parent, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "memory", "other")); err != nil {
+		t.Errorf("removing the root parent removed other cgroups: %v", err)
 	}
 }

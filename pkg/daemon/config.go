@@ -34,10 +34,14 @@ type ClientCert struct {
 // <state>/x/libnetwork/<12 hex>.sock, 31 bytes more), with room to spare.
 const maxStateDirLen = 50
 
+// stateDirPrefix starts the name of every state folder; the containers'
+// cgroup parent has the same name.
+const stateDirPrefix = "dkd-"
+
 // makeStateDir makes the daemon's state folder under parent, or under the
 // temp folder (/tmp when that path is too long) when parent is empty.
 func makeStateDir(parent string) (string, error) {
-	const maxParent = maxStateDirLen - len("/dkd-1234567890")
+	const maxParent = maxStateDirLen - len("/"+stateDirPrefix+"1234567890")
 	if parent == "" {
 		parent = os.TempDir()
 		if len(parent) > maxParent {
@@ -47,7 +51,7 @@ func makeStateDir(parent string) (string, error) {
 	if len(parent) > maxParent {
 		return "", fmt.Errorf("state folder parent %q is too long for unix socket paths (at most %d bytes)", parent, maxParent)
 	}
-	dir, err := os.MkdirTemp(parent, "dkd-")
+	dir, err := os.MkdirTemp(parent, stateDirPrefix)
 	if err != nil {
 		return "", fmt.Errorf("making the daemon's state folder: %w", err)
 	}
@@ -59,6 +63,18 @@ type dataRoot struct {
 	path  string
 	owned bool     // made for this daemon: removed on Stop
 	lock  *os.File // flock held on a shared data root, nil otherwise
+}
+
+// pickDataRoot is the data root given in Options (made if missing, kept on
+// Stop), else chooseDataRoot's.
+func pickDataRoot(given, scratch, stateDir string) (dataRoot, error) {
+	if given == "" {
+		return chooseDataRoot(scratch, stateDir)
+	}
+	if err := os.MkdirAll(given, 0o711); err != nil {
+		return dataRoot{}, fmt.Errorf("making data root %s: %w", given, err)
+	}
+	return dataRoot{path: given}, nil
 }
 
 // chooseDataRoot picks scratch/docker when scratch is a folder and no other
@@ -151,6 +167,17 @@ func daemonConfig(keyPath string, withKeyPath bool) ([]byte, error) {
 	return json.MarshalIndent(cfg, "", "  ")
 }
 
+func writeDaemonConfig(path, keyPath string, withKeyPath bool) error {
+	cfg, err := daemonConfig(keyPath, withKeyPath)
+	if err != nil {
+		return fmt.Errorf("encoding daemon.json: %w", err)
+	}
+	if err := os.WriteFile(path, cfg, 0o600); err != nil {
+		return fmt.Errorf("writing daemon.json: %w", err)
+	}
+	return nil
+}
+
 // rejectsKeyPath reports whether a dockerd log says daemon.json's
 // deprecated-key-path is unknown.
 func rejectsKeyPath(log string) bool {
@@ -181,6 +208,38 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   [plugins."io.containerd.internal.v1.opt"]
     path = %q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"))
+}
+
+// dockerdArgs are dockerd's flags: its files in the state folder, our
+// containerd, containers' cgroups under our parent, then what the options
+// ask for.
+func (d *Daemon) dockerdArgs(cfgPath string) []string {
+	args := []string{
+		"--config-file", cfgPath,
+		"--data-root", d.data.path,
+		"--exec-root", filepath.Join(d.dir, "x"),
+		"--pidfile", filepath.Join(d.dir, "d.pid"),
+		"--host", d.host,
+		"--containerd", d.containerdSocket(),
+		// cgroupfs puts containers under our parent on every system, so
+		// Stop finds what is left of them.
+		"--exec-opt", "native.cgroupdriver=cgroupfs",
+		"--cgroup-parent", d.cgroupParent,
+		// Containers still running at Stop are garbage; do not wait long.
+		"--shutdown-timeout", "5",
+	}
+	return append(args, flagArgs(d.opts, d.mtu())...)
+}
+
+// mtu is the default route's MTU for --mtu, 0 when unknown.
+func (d *Daemon) mtu() int {
+	iface, mtu, err := defaultRouteMTU("/proc/net/route", "/sys/class/net")
+	if err != nil {
+		d.log.Debugf("no --mtu for dockerd: %v", err)
+		return 0
+	}
+	d.log.Debugf("default route via %s, MTU %d", iface, mtu)
+	return mtu
 }
 
 // isolatedArgs keep dockerd from changing the network namespace: no

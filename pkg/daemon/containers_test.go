@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
@@ -50,7 +51,7 @@ func TestRunningContainerKilledOnStop(t *testing.T) {
 	delete(before, "mounts")
 	ctx := context.Background()
 	log, _ := testLog(t)
-	d, err := Start(ctx, Options{Isolated: true, Log: log})
+	d, err := daemon.Start(ctx, daemon.Options{Isolated: true, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +72,8 @@ func TestRunningContainerKilledOnStop(t *testing.T) {
 	}
 	pid := ins.State.Pid
 	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if !strings.Contains(string(cg), d.cgroupParent+"/"+c.ID) {
-		t.Errorf("container cgroups not under %s:\n%s", d.cgroupParent, cg)
+	if !strings.Contains(string(cg), d.CgroupParent()+"/"+c.ID) {
+		t.Errorf("container cgroups not under %s:\n%s", d.CgroupParent(), cg)
 	}
 	during := hostSnapshot(t)
 	delete(during, "mounts")
@@ -80,7 +81,7 @@ func TestRunningContainerKilledOnStop(t *testing.T) {
 	delete(before, "cgroups")
 	compareSnapshots(t, before, during)
 
-	dir, nsID, parent := d.dir, d.ns.id, d.cgroupParent
+	dir, nsID, parent := d.StateDir(), d.NamespaceID(), d.CgroupParent()
 	t0 := time.Now()
 	if err := d.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -108,14 +109,14 @@ func TestProductionNetworking(t *testing.T) {
 	delete(before, "cgroups")
 	ctx := context.Background()
 	log, _ := testLog(t)
-	d, err := Start(ctx, Options{Log: log, PrivateNetwork: true})
+	d, err := daemon.Start(ctx, daemon.Options{Log: log, PrivateNetwork: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Stop(context.Background())
 	cli := d.Client()
 	loadBusybox(t, ctx, cli)
-	_, wantMTU, mtuErr := defaultRouteMTU("/proc/net/route", "/sys/class/net")
+	_, wantMTU, mtuErr := daemon.DefaultRouteMTU("/proc/net/route", "/sys/class/net")
 	script := "cat /sys/class/net/eth0/mtu && busybox ping -c 1 -W 5 172.17.0.1"
 	c, err := cli.ContainerCreate(ctx, &container.Config{Image: busyboxTag, Cmd: []string{"sh", "-c", script}}, nil, nil, nil, "")
 	if err != nil {

@@ -2,15 +2,9 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"os/exec"
-	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -101,20 +95,25 @@ type Daemon struct {
 	host         string
 	cgroupParent string
 	ns           *namespace
-	containerd   *childproc.Proc
-	dockerd      *childproc.Proc
+	containerd   child
+	dockerd      child
 	cli          *client.Client
 	driver       string
 	version      string
 	elapsed      time.Duration
-	logPath      string
-	ctrdLogPath  string
 
 	stopOnce sync.Once
 	stopErr  error
-	mu       sync.Mutex
+	mu       sync.Mutex // guards stopped and the children's kept logs
 	stopped  bool
-	lastLog  string // dockerd's log tail, kept when Stop removes the file
+}
+
+// child is dockerd or containerd.
+type child struct {
+	name string // "dockerd" or "containerd"
+	log  string // its log file, in the state folder
+	kept string // the log's last lines, kept when Stop removes the file
+	proc *childproc.Proc
 }
 
 // Start starts a private dockerd and waits until its API answers. ctx
@@ -125,6 +124,39 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("starting dockerd: %w", err)
 	}
+	o = o.withDefaults()
+	dockerdBin, containerdBin, err := findBinaries(o.Binary)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := makeStateDir(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	d = newDaemon(o, dir)
+	defer func() {
+		if err != nil {
+			d.abandon()
+			d = nil
+		}
+	}()
+	deadline := t0.Add(o.StartupTimeout)
+	if err := d.prepareState(); err != nil {
+		return d, err
+	}
+	if err := d.isolate(); err != nil {
+		return d, err
+	}
+	if err := d.startContainerd(ctx, containerdBin, deadline); err != nil {
+		return d, err
+	}
+	if err := d.startDockerd(ctx, dockerdBin, deadline); err != nil {
+		return d, err
+	}
+	return d, d.describe(ctx, t0)
+}
+
+func (o Options) withDefaults() Options {
 	if o.StartupTimeout <= 0 {
 		o.StartupTimeout = DefaultStartupTimeout
 	}
@@ -134,234 +166,32 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 	if o.Binary == "" {
 		o.Binary = "dockerd"
 	}
-	log := o.Log
-	if log == nil {
+	if o.Log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
+		o.Log = logrus.NewEntry(l)
 	}
-	binary, err := exec.LookPath(o.Binary)
-	if err != nil {
-		return nil, fmt.Errorf("finding dockerd: %w", err)
-	}
-	ctrdBinary, err := exec.LookPath("containerd")
-	if err != nil {
-		return nil, fmt.Errorf("finding containerd: %w", err)
-	}
-	deadline := t0.Add(o.StartupTimeout)
+	return o
+}
 
-	d = &Daemon{log: log, opts: o}
-	if d.dir, err = makeStateDir(o.Dir); err != nil {
-		return nil, err
+func newDaemon(o Options, dir string) *Daemon {
+	return &Daemon{
+		log:        o.Log,
+		opts:       o,
+		dir:        dir,
+		host:       "unix://" + filepath.Join(dir, "d.sock"),
+		dockerd:    child{name: "dockerd", log: filepath.Join(dir, "dockerd.log")},
+		containerd: child{name: "containerd", log: filepath.Join(dir, "containerd.log")},
 	}
-	defer func() {
-		if err == nil {
-			return
-		}
-		// The caller's context may be the cancelled one: clean up with a
-		// fresh one.
-		cctx, cancel := context.WithTimeout(context.Background(), o.StopTimeout+30*time.Second)
-		defer cancel()
-		if serr := d.Stop(cctx); serr != nil {
-			log.Warnf("cleaning up after the failed dockerd start: %v", serr)
-		}
-		d = nil
-	}()
-	d.logPath = filepath.Join(d.dir, "dockerd.log")
-	d.ctrdLogPath = filepath.Join(d.dir, "containerd.log")
-	sock := filepath.Join(d.dir, "d.sock")
-	d.host = "unix://" + sock
+}
 
-	if o.DataRoot != "" {
-		d.data = dataRoot{path: o.DataRoot}
-		if err := os.MkdirAll(o.DataRoot, 0o711); err != nil {
-			return d, fmt.Errorf("making data root %s: %w", o.DataRoot, err)
-		}
-	} else if d.data, err = chooseDataRoot("/scratch", d.dir); err != nil {
-		return d, err
-	}
-	certs := filepath.Join(d.dir, "certs.d")
-	if err := writeCerts(certs, o.CACerts, o.ClientCerts); err != nil {
-		return d, fmt.Errorf("writing registry certificates for dockerd: %w", err)
-	}
-
-	cgroupBase := "/"
-	wantCgroups := inContainer(os.Getenv)
-	d.ns, err = newNamespace(o.PrivateNetwork, func() error {
-		if wantCgroups {
-			cgroupBase = setupCgroups(log)
-		}
-		stage := filepath.Join(d.dir, "ns")
-		if err := privatize("/run", filepath.Join(stage, "run"), privateRunSkip); err != nil {
-			return err
-		}
-		if err := bindCertsDir(certs, stage); err != nil {
-			return err
-		}
-		return bindHosts(o.Hosts, filepath.Join(d.dir, "hosts"))
-	})
-	if err != nil {
-		return d, fmt.Errorf("isolating dockerd: %w", err)
-	}
-	d.cgroupParent = path.Join(cgroupBase, filepath.Base(d.dir))
-
-	if err := d.startContainerd(ctx, ctrdBinary, deadline); err != nil {
-		return d, err
-	}
-
-	cfgPath := filepath.Join(d.dir, "daemon.json")
-	if err := writeDaemonConfig(cfgPath, filepath.Join(d.dir, "key.json"), true); err != nil {
-		return d, err
-	}
-
-	mtu := 0
-	if iface, m, err := defaultRouteMTU("/proc/net/route", "/sys/class/net"); err != nil {
-		log.Debugf("no --mtu for dockerd: %v", err)
-	} else {
-		mtu = m
-		log.Debugf("default route via %s, MTU %d", iface, m)
-	}
-	args := []string{
-		"--config-file", cfgPath,
-		"--data-root", d.data.path,
-		"--exec-root", filepath.Join(d.dir, "x"),
-		"--pidfile", filepath.Join(d.dir, "d.pid"),
-		"--host", d.host,
-		"--containerd", filepath.Join(d.dir, "c.sock"),
-		// cgroupfs puts containers under our parent on every system, so
-		// Stop finds what is left of them.
-		"--exec-opt", "native.cgroupdriver=cgroupfs",
-		"--cgroup-parent", d.cgroupParent,
-		// Containers still running at Stop are garbage; do not wait long.
-		"--shutdown-timeout", "5",
-	}
-	args = append(args, flagArgs(o, mtu)...)
-	mode := "default bridge network"
-	if o.Isolated {
-		mode = "isolated, no bridge"
-	}
-	log.Infof("starting dockerd (data root %s, %s)", d.data.path, mode)
-	log.Debug(commandLine(binary, args))
-
-	d.cli, err = client.NewClientWithOpts(client.WithHost(d.host), client.WithAPIVersionNegotiation())
-	if err != nil {
-		return d, fmt.Errorf("making a docker client for %s: %w", d.host, err)
-	}
-	err = d.startDockerd(ctx, binary, args, deadline)
-	if se := (*StartError)(nil); errors.As(err, &se) && d.dockerd.Exited() && rejectsKeyPath(childproc.TailFile(d.logPath, logTailLines)) {
-		log.Debugf("this dockerd does not know deprecated-key-path; starting it again without")
-		if err := writeDaemonConfig(cfgPath, "", false); err != nil {
-			return d, err
-		}
-		err = d.startDockerd(ctx, binary, args, deadline)
-	}
-	if err != nil {
-		return d, err
-	}
-	d.elapsed = time.Since(d.dockerd.Started)
-
-	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// abandon stops and removes what a failed start made, with a fresh
+// context: the caller's may be the cancelled one.
+func (d *Daemon) abandon() {
+	ctx, cancel := context.WithTimeout(context.Background(), d.opts.StopTimeout+30*time.Second)
 	defer cancel()
-	info, err := d.cli.Info(ictx)
-	if err != nil {
-		return d, fmt.Errorf("asking the new dockerd for its info: %w", err)
-	}
-	d.driver, d.version = info.Driver, info.ServerVersion
-	log.Infof("dockerd %s ready in %s (%s since start), storage driver %s",
-		d.version, d.elapsed.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), d.driver)
-	if d.driver == "vfs" {
-		log.Warnf("!!! dockerd uses the vfs storage driver: every layer is a full copy, so builds are slow and need several times the disk. "+
-			"The data root %s is on a filesystem overlay2 cannot use (a container's own overlay root); give the resource a /scratch volume on the worker's disk. !!!", d.data.path)
-	}
-	return d, nil
-}
-
-func writeDaemonConfig(path, keyPath string, withKeyPath bool) error {
-	cfg, err := daemonConfig(keyPath, withKeyPath)
-	if err != nil {
-		return fmt.Errorf("encoding daemon.json: %w", err)
-	}
-	if err := os.WriteFile(path, cfg, 0o600); err != nil {
-		return fmt.Errorf("writing daemon.json: %w", err)
-	}
-	return nil
-}
-
-// startDockerd starts dockerd in the namespace and waits for its API.
-func (d *Daemon) startDockerd(ctx context.Context, binary string, args []string, deadline time.Time) error {
-	if err := d.ns.do(func() (err error) {
-		d.dockerd, err = childproc.Start(binary, args, d.logPath, childproc.Options{})
-		return err
-	}); err != nil {
-		return err
-	}
-	return d.waitReady(ctx, deadline)
-}
-
-// startContainerd starts our containerd and waits for its socket.
-func (d *Daemon) startContainerd(ctx context.Context, binary string, deadline time.Time) error {
-	dir := filepath.Join(d.dir, "c")
-	if err := os.Mkdir(dir, 0o711); err != nil {
-		return fmt.Errorf("making containerd folder: %w", err)
-	}
-	sock := filepath.Join(d.dir, "c.sock")
-	conf := filepath.Join(d.dir, "containerd.toml")
-	if err := os.WriteFile(conf, containerdConfig(dir, sock), 0o600); err != nil {
-		return fmt.Errorf("writing containerd config: %w", err)
-	}
-	if err := d.ns.do(func() (err error) {
-		d.containerd, err = childproc.Start(binary, []string{"--config", conf}, d.ctrdLogPath, childproc.Options{})
-		return err
-	}); err != nil {
-		return err
-	}
-	return d.poll(ctx, deadline, d.containerd, "containerd", d.ctrdLogPath, func(context.Context) error {
-		c, err := net.DialTimeout("unix", sock, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
-}
-
-// waitReady polls the API until it answers.
-func (d *Daemon) waitReady(ctx context.Context, deadline time.Time) error {
-	return d.poll(ctx, deadline, d.dockerd, "dockerd", d.logPath, func(ctx context.Context) error {
-		_, err := d.cli.Ping(ctx)
-		return err
-	})
-}
-
-// poll runs check every pollInterval until it succeeds, p exits, ctx is
-// done or the deadline passes.
-func (d *Daemon) poll(ctx context.Context, deadline time.Time, p *childproc.Proc, name, logPath string, check func(context.Context) error) error {
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
-		cctx, cancel := context.WithDeadline(ctx, deadline)
-		err := check(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.Done():
-			return &StartError{
-				Reason:  fmt.Sprintf("%s exited during start-up (%s)", name, p.ExitText()),
-				LogName: name, LogTail: childproc.TailFile(logPath, logTailLines),
-			}
-		case <-ctx.Done():
-			return fmt.Errorf("starting dockerd: %w", ctx.Err())
-		case <-timer.C:
-			return &StartError{
-				Reason: fmt.Sprintf("Docker failed to start within %s seconds. Consider increasing 'startup_timeout' in source configuration.",
-					strconv.FormatFloat(d.opts.StartupTimeout.Seconds(), 'f', -1, 64)),
-				LogName: name, LogTail: childproc.TailFile(logPath, logTailLines),
-			}
-		case <-tick.C:
-		}
+	if err := d.Stop(ctx); err != nil {
+		d.log.Warnf("cleaning up after the failed dockerd start: %v", err)
 	}
 }
 
@@ -388,14 +218,22 @@ func (d *Daemon) CertsDir() string { return filepath.Join(d.dir, "certs.d") }
 // Elapsed is the time from exec of dockerd to its API's first answer.
 func (d *Daemon) Elapsed() time.Duration { return d.elapsed }
 
+// Pid is dockerd's process ID.
+func (d *Daemon) Pid() int { return d.dockerd.proc.Pid() }
+
 // LogTail returns the last n lines of dockerd's log; after Stop, of the
 // last lines kept when the log was removed.
-func (d *Daemon) LogTail(n int) string {
+func (d *Daemon) LogTail(n int) string { return d.tail(&d.dockerd, n) }
+
+// ContainerdLogTail is LogTail for containerd's log.
+func (d *Daemon) ContainerdLogTail(n int) string { return d.tail(&d.containerd, n) }
+
+func (d *Daemon) tail(c *child, n int) string {
 	d.mu.Lock()
-	stopped, kept := d.stopped, d.lastLog
+	stopped, kept := d.stopped, c.kept
 	d.mu.Unlock()
 	if !stopped {
-		return childproc.TailFile(d.logPath, n)
+		return childproc.TailFile(c.log, n)
 	}
 	lines := strings.Split(kept, "\n")
 	if len(lines) > n {

@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/sirupsen/logrus"
@@ -37,7 +38,7 @@ func requireDockerd(t *testing.T) {
 			t.Skipf("%s not installed: %v", b, err)
 		}
 	}
-	t.Setenv(InContainerEnv, "")
+	t.Setenv(daemon.InContainerEnv, "")
 }
 
 // logBuf collects a logger's output and copies it to the test log.
@@ -177,17 +178,17 @@ func checkGone(t *testing.T, dir, nsID, cgroupParent string) {
 		ents, _ := os.ReadDir(dir)
 		t.Errorf("%s still there (%v): %v", dir, err, ents)
 	}
-	if pids := pidsMentioning(dir); len(pids) > 0 {
+	if pids := childproc.Mentioning(dir); len(pids) > 0 {
 		t.Errorf("processes naming %s still running: %v", dir, pids)
 	}
-	if pids := pidsInMountNS(nsID); len(pids) > 0 {
+	if pids := childproc.InMountNamespace(nsID); len(pids) > 0 {
 		t.Errorf("processes still in the daemon's namespace: %v", pids)
 	}
 	if mps, err := mountinfo.Under("/proc/self/mountinfo", dir); err != nil || len(mps) > 0 {
 		t.Errorf("mounts under %s: %v %v", dir, mps, err)
 	}
 	if cgroupParent != "" {
-		for _, d := range cgroupDirs(cgroupMount, cgroupParent) {
+		for _, d := range daemon.CgroupDirs(cgroupParent) {
 			if _, err := os.Stat(d); err == nil {
 				t.Errorf("cgroup %s still there", d)
 			}
@@ -247,7 +248,7 @@ func TestStartPingStop(t *testing.T) {
 	log, buf := testLog(t)
 	ctx := context.Background()
 
-	d, err := Start(ctx, Options{Isolated: true, Log: log})
+	d, err := daemon.Start(ctx, daemon.Options{Isolated: true, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ func TestStartPingStop(t *testing.T) {
 	if d.Elapsed() <= 0 || d.Elapsed() > time.Minute {
 		t.Errorf("Elapsed = %s", d.Elapsed())
 	}
-	if d.Version() == "" || !strings.HasPrefix(d.DataRoot(), d.dir+"/") {
+	if d.Version() == "" || !strings.HasPrefix(d.DataRoot(), d.StateDir()+"/") {
 		t.Errorf("Version %q DataRoot %q", d.Version(), d.DataRoot())
 	}
 	t.Logf("dockerd %s ready %s after exec", d.Version(), d.Elapsed())
@@ -275,16 +276,16 @@ func TestStartPingStop(t *testing.T) {
 	// dockerd and containerd run in the private namespace, and see their
 	// own /run while the host's has no trace of them.
 	host, _ := os.Readlink("/proc/self/ns/mnt")
-	for _, p := range []*childproc.Proc{d.dockerd, d.containerd} {
-		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.Pid()))
-		if l != d.ns.id || l == host {
-			t.Errorf("%s in mount namespace %s, want %s (host %s)", p.Name, l, d.ns.id, host)
+	for name, pid := range map[string]int{"dockerd": d.Pid(), "containerd": d.ContainerdPid()} {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+		if l != d.NamespaceID() || l == host {
+			t.Errorf("%s in mount namespace %s, want %s (host %s)", name, l, d.NamespaceID(), host)
 		}
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/run/docker", d.dockerd.Pid())); err != nil {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/run/docker", d.Pid())); err != nil {
 		t.Errorf("dockerd has no /run/docker in its namespace: %v", err)
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/etc/docker/certs.d", d.dockerd.Pid())); err != nil {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/etc/docker/certs.d", d.Pid())); err != nil {
 		t.Errorf("dockerd has no certs.d: %v", err)
 	}
 	during := hostSnapshot(t)
@@ -293,7 +294,7 @@ func TestStartPingStop(t *testing.T) {
 	compareSnapshots(t, before, during)
 	before = hostSnapshot(t)
 
-	dir, nsID, parent := d.dir, d.ns.id, d.cgroupParent
+	dir, nsID, parent := d.StateDir(), d.NamespaceID(), d.CgroupParent()
 	t0 := time.Now()
 	if err := d.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -315,9 +316,9 @@ func TestTwoDaemonsSideBySide(t *testing.T) {
 	defer unlock()
 	ctx := context.Background()
 	log, _ := testLog(t)
-	var ds []*Daemon
+	var ds []*daemon.Daemon
 	for i := 0; i < 2; i++ {
-		d, err := Start(ctx, Options{Isolated: true, Log: log})
+		d, err := daemon.Start(ctx, daemon.Options{Isolated: true, Log: log})
 		if err != nil {
 			t.Fatalf("daemon %d: %v", i, err)
 		}
@@ -325,7 +326,7 @@ func TestTwoDaemonsSideBySide(t *testing.T) {
 		ds = append(ds, d)
 	}
 	a, b := ds[0], ds[1]
-	if a.Host() == b.Host() || a.DataRoot() == b.DataRoot() || a.ns.id == b.ns.id || a.cgroupParent == b.cgroupParent {
+	if a.Host() == b.Host() || a.DataRoot() == b.DataRoot() || a.NamespaceID() == b.NamespaceID() || a.CgroupParent() == b.CgroupParent() {
 		t.Fatalf("daemons share state: %s %s / %s %s", a.Host(), a.DataRoot(), b.Host(), b.DataRoot())
 	}
 	for _, d := range ds {
@@ -338,14 +339,14 @@ func TestTwoDaemonsSideBySide(t *testing.T) {
 		}
 	}
 	// Stopping one leaves the other working.
-	dir, nsID, parent := a.dir, a.ns.id, a.cgroupParent
+	dir, nsID, parent := a.StateDir(), a.NamespaceID(), a.CgroupParent()
 	if err := a.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Client().Ping(ctx); err != nil {
 		t.Fatalf("second daemon after the first stopped: %v", err)
 	}
-	dirB, nsB, parentB := b.dir, b.ns.id, b.cgroupParent
+	dirB, nsB, parentB := b.StateDir(), b.NamespaceID(), b.CgroupParent()
 	if err := b.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +363,7 @@ func TestFlagsAndProxyReachDockerd(t *testing.T) {
 	t.Setenv("NO_PROXY", "localhost,127.0.0.1,.internal.example")
 	ctx := context.Background()
 	log, _ := testLog(t)
-	d, err := Start(ctx, Options{
+	d, err := daemon.Start(ctx, daemon.Options{
 		Isolated:               true,
 		Log:                    log,
 		MaxConcurrentDownloads: 5,
@@ -396,8 +397,8 @@ func TestFlagsAndProxyReachDockerd(t *testing.T) {
 		t.Errorf("proxies: http %q https %q no %q", info.HTTPProxy, info.HTTPSProxy, info.NoProxy)
 	}
 
-	args := cmdline(t, d.dockerd.Pid())
-	_, wantMTU, mtuErr := defaultRouteMTU("/proc/net/route", "/sys/class/net")
+	args := cmdline(t, d.Pid())
+	_, wantMTU, mtuErr := daemon.DefaultRouteMTU("/proc/net/route", "/sys/class/net")
 	gotMTU, ok := flagValue(args, "--mtu")
 	switch {
 	case mtuErr != nil && ok:
@@ -411,7 +412,7 @@ func TestFlagsAndProxyReachDockerd(t *testing.T) {
 			t.Errorf("%s = %q, want %q", flag, got, want)
 		}
 	}
-	for _, f := range isolatedArgs {
+	for _, f := range daemon.IsolatedArgs {
 		if !slices.Contains(args, f) {
 			t.Errorf("isolated dockerd lacks %s: %q", f, args)
 		}
@@ -430,18 +431,18 @@ func TestCertsVisibleToDockerdOnly(t *testing.T) {
 	delete(before, "mounts")
 	ctx := context.Background()
 	log, _ := testLog(t)
-	d, err := Start(ctx, Options{
+	d, err := daemon.Start(ctx, daemon.Options{
 		Isolated:    true,
 		Log:         log,
-		CACerts:     []CA{{Domain: domain, PEM: string(ca.CertPEM)}},
-		ClientCerts: []ClientCert{{Domain: domain, Cert: string(certPEM), Key: string(keyPEM)}},
+		CACerts:     []daemon.CA{{Domain: domain, PEM: string(ca.CertPEM)}},
+		ClientCerts: []daemon.ClientCert{{Domain: domain, Cert: string(certPEM), Key: string(keyPEM)}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Stop(context.Background())
 
-	root := fmt.Sprintf("/proc/%d/root", d.dockerd.Pid())
+	root := fmt.Sprintf("/proc/%d/root", d.Pid())
 	want := map[string][]byte{"ca.crt": ca.CertPEM, "client.cert": certPEM, "client.key": keyPEM}
 	for name, content := range want {
 		p := filepath.Join(root, "etc/docker/certs.d", domain, name)
@@ -519,7 +520,7 @@ func checkParentEmpty(t *testing.T, parent string) {
 	if err != nil || len(ents) > 0 {
 		t.Errorf("left in %s: %v %v", parent, ents, err)
 	}
-	if pids := pidsMentioning(parent); len(pids) > 0 {
+	if pids := childproc.Mentioning(parent); len(pids) > 0 {
 		t.Errorf("processes naming %s still running: %v", parent, pids)
 	}
 	if mps, _ := mountinfo.Under("/proc/self/mountinfo", parent); len(mps) > 0 {
@@ -536,13 +537,13 @@ func TestStartupTimeoutReportsLog(t *testing.T) {
 	parent := shortDir(t)
 	log, _ := testLog(t)
 	t0 := time.Now()
-	d, err := Start(context.Background(), Options{Isolated: true, Log: log, Binary: bin, Dir: parent, StartupTimeout: 1500 * time.Millisecond})
+	d, err := daemon.Start(context.Background(), daemon.Options{Isolated: true, Log: log, Binary: bin, Dir: parent, StartupTimeout: 1500 * time.Millisecond})
 	took := time.Since(t0)
 	if err == nil {
 		d.Stop(context.Background())
 		t.Fatal("the fake dockerd started")
 	}
-	var se *StartError
+	var se *daemon.StartError
 	if !errors.As(err, &se) {
 		t.Fatalf("error %v is no StartError", err)
 	}
@@ -586,7 +587,7 @@ exec ` + real + ` "$@"
 		t.Fatal(err)
 	}
 	log, buf := testLog(t)
-	d, err := Start(context.Background(), Options{Isolated: true, Log: log, Binary: bin})
+	d, err := daemon.Start(context.Background(), daemon.Options{Isolated: true, Log: log, Binary: bin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,7 +595,7 @@ exec ` + real + ` "$@"
 	if !strings.Contains(buf.String(), "starting it again without") {
 		t.Errorf("no retry logged:\n%s", buf)
 	}
-	cfg, _ := os.ReadFile(filepath.Join(d.dir, "daemon.json"))
+	cfg, _ := os.ReadFile(filepath.Join(d.StateDir(), "daemon.json"))
 	if strings.Contains(string(cfg), "deprecated-key-path") {
 		t.Errorf("daemon.json still has the key path: %s", cfg)
 	}
@@ -613,13 +614,13 @@ func TestEarlyExitFailsFast(t *testing.T) {
 	parent := shortDir(t)
 	log, _ := testLog(t)
 	t0 := time.Now()
-	d, err := Start(context.Background(), Options{Isolated: true, Log: log, Dir: parent, RegistryMirror: "ftp://mirror.example"})
+	d, err := daemon.Start(context.Background(), daemon.Options{Isolated: true, Log: log, Dir: parent, RegistryMirror: "ftp://mirror.example"})
 	took := time.Since(t0)
 	if err == nil {
 		d.Stop(context.Background())
 		t.Fatal("dockerd started with a bad mirror")
 	}
-	var se *StartError
+	var se *daemon.StartError
 	if !errors.As(err, &se) || !strings.HasPrefix(se.Reason, "dockerd exited during start-up") {
 		t.Fatalf("err = %v", err)
 	}
@@ -648,7 +649,7 @@ func TestCancelDuringStartLeavesNothing(t *testing.T) {
 			} else {
 				time.AfterFunc(delay, cancel)
 			}
-			d, err := Start(ctx, Options{Isolated: true, Log: log, Dir: parent})
+			d, err := daemon.Start(ctx, daemon.Options{Isolated: true, Log: log, Dir: parent})
 			if err == nil {
 				t.Logf("started within %s; stopping", delay)
 				if err := d.Stop(context.Background()); err != nil {
@@ -666,7 +667,7 @@ func TestCancelDuringStartLeavesNothing(t *testing.T) {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
 		time.AfterFunc(150*time.Millisecond, func() { _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) })
-		d, err := Start(ctx, Options{Isolated: true, Log: log, Dir: parent})
+		d, err := daemon.Start(ctx, daemon.Options{Isolated: true, Log: log, Dir: parent})
 		if err == nil {
 			t.Log("started before SIGTERM")
 			<-ctx.Done()
@@ -685,11 +686,11 @@ func TestStopWithCancelledContextStillCleansUp(t *testing.T) {
 	unlock := testenv.LockDockerd(t)
 	defer unlock()
 	log, buf := testLog(t)
-	d, err := Start(context.Background(), Options{Isolated: true, Log: log})
+	d, err := daemon.Start(context.Background(), daemon.Options{Isolated: true, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, nsID, parent := d.dir, d.ns.id, d.cgroupParent
+	dir, nsID, parent := d.StateDir(), d.NamespaceID(), d.CgroupParent()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := d.Stop(ctx); err != nil {
@@ -718,7 +719,7 @@ func TestStartupTime(t *testing.T) {
 	var ready, total, stop []time.Duration
 	for i := 0; i < 5; i++ {
 		t0 := time.Now()
-		d, err := Start(ctx, Options{Isolated: true})
+		d, err := daemon.Start(ctx, daemon.Options{Isolated: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -39,7 +39,7 @@ func waitsForRequests(version string) bool {
 // settleTimeout.
 func (d *Daemon) settle() {
 	sock := strings.TrimPrefix(d.host, "unix://")
-	alive := d.dockerd != nil && !d.dockerd.Exited() && waitsForRequests(d.version)
+	alive := d.dockerd.proc != nil && !d.dockerd.proc.Exited() && waitsForRequests(d.version)
 	start := time.Now()
 	killed, first := map[int]bool{}, -1
 	for {
@@ -56,7 +56,7 @@ func (d *Daemon) settle() {
 		}
 		conns := 0
 		if alive {
-			n, err := apiConns(d.dockerd.Pid(), sock)
+			n, err := apiConns(d.dockerd.proc.Pid(), sock)
 			if err != nil {
 				d.log.Debugf("cannot see dockerd's API connections: %v", err)
 				alive = false

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -17,29 +18,49 @@ import (
 const keptLogLines = 200
 
 func (d *Daemon) stop(ctx context.Context) error {
-	var errs []error
 	if d.cli != nil {
 		_ = d.cli.Close()
 	}
 	// Before SIGTERM: dockerd 23+ waits for requests still open after its
 	// shutdown, so let it finish what the put has closed.
 	d.settle()
-	d.stopChild(ctx, d.dockerd, "dockerd")
-	d.stopChild(ctx, d.containerd, "containerd")
-	// A killed dockerd leaves shims, and a killed containerd its shims'
-	// children: everything still in our namespace or naming our state folder.
-	find := func() []int {
-		pids := pidsMentioning(d.dir)
-		if d.ns != nil {
-			for _, p := range pidsInMountNS(d.ns.id) {
-				if !slices.Contains(pids, p) {
-					pids = append(pids, p)
-				}
-			}
-		}
-		return pids
+	d.stopChild(ctx, &d.dockerd)
+	d.stopChild(ctx, &d.containerd)
+	errs := d.reap()
+	d.keepLogs()
+	errs = append(errs, d.removeState()...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stopping dockerd: %w", err)
 	}
-	if left := killAll(find, 5*time.Second); len(left) > 0 {
+	return nil
+}
+
+// Reap removes what a daemon left whose starting process died without
+// Stop (a test binary killed at its timeout; its dockerd and containerd
+// got SIGTERM, their shims and containers did not): the processes that
+// name stateDir, the containers and their cgroups, mounts below stateDir
+// and the folder itself. Only for a daemon started on a host, whose
+// containers' cgroups are under /<state folder name>: a daemon in the
+// resource container goes with its container.
+func Reap(stateDir string) error {
+	// Everything naming the folder dies and the folder goes: only ever one
+	// that makeStateDir made.
+	if !strings.HasPrefix(filepath.Base(stateDir), stateDirPrefix) || !filepath.IsAbs(stateDir) {
+		return fmt.Errorf("%q is not the state folder of a daemon (want an absolute path to a %s* folder)", stateDir, stateDirPrefix)
+	}
+	d := &Daemon{dir: stateDir, cgroupParent: "/" + filepath.Base(stateDir)}
+	if err := errors.Join(append(d.reap(), d.removeState()...)...); err != nil {
+		return fmt.Errorf("removing what dockerd left in %s: %w", stateDir, err)
+	}
+	return nil
+}
+
+// reap kills whatever is left of the daemon's processes and containers
+// once dockerd and containerd are gone, removes the containers' cgroups
+// and what is mounted below the state folder and data root.
+func (d *Daemon) reap() []error {
+	var errs []error
+	if left := childproc.KillAll(d.leftovers, 5*time.Second); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("processes of the daemon still running after SIGKILL: %v", left))
 	}
 	if d.cgroupParent != "" {
@@ -60,23 +81,49 @@ func (d *Daemon) stop(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	return errs
+}
 
-	kept := ""
-	if d.logPath != "" {
-		kept = childproc.TailFile(d.logPath, keptLogLines)
+// leftovers lists what a killed dockerd leaves (shims) and a killed
+// containerd (its shims' children): everything still in our namespace or
+// naming our state folder.
+func (d *Daemon) leftovers() []int {
+	pids := childproc.Mentioning(d.dir)
+	if d.ns != nil {
+		for _, p := range childproc.InMountNamespace(d.ns.id) {
+			if !slices.Contains(pids, p) {
+				pids = append(pids, p)
+			}
+		}
 	}
+	return pids
+}
+
+// keepLogs keeps the last lines of the children's logs for LogTail, since
+// the logs go with the state folder, and shows dockerd's to a person
+// debugging a put.
+func (d *Daemon) keepLogs() {
 	d.mu.Lock()
-	d.stopped, d.lastLog = true, kept
+	d.stopped = true
+	for _, c := range []*child{&d.dockerd, &d.containerd} {
+		if c.log != "" {
+			c.kept = childproc.TailFile(c.log, keptLogLines)
+		}
+	}
+	kept := d.dockerd.kept
 	d.mu.Unlock()
 	if kept != "" && d.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
-		// What dockerd said, for a person debugging a put: its log goes
-		// with the state folder.
 		d.log.Debugf("dockerd's log, last %d lines:", keptLogLines)
 		for _, l := range strings.Split(kept, "\n") {
 			d.log.Debugf("dockerd: %s", l)
 		}
 	}
+}
 
+// removeState removes the state folder, and the data root when it was made
+// for this daemon, and releases a shared data root.
+func (d *Daemon) removeState() []error {
+	var errs []error
 	if d.data.owned {
 		if err := os.RemoveAll(d.data.path); err != nil {
 			errs = append(errs, fmt.Errorf("removing data root: %w", err))
@@ -90,37 +137,28 @@ func (d *Daemon) stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("removing the daemon's state folder: %w", err))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("stopping dockerd: %w", err)
-	}
-	return nil
+	return errs
 }
 
-// stopChild stops p (SIGTERM, SIGKILL after StopTimeout or when ctx is
+// stopChild stops c (SIGTERM, SIGKILL after StopTimeout or when ctx is
 // done) and says how long it took.
-func (d *Daemon) stopChild(ctx context.Context, p *childproc.Proc, name string) {
+func (d *Daemon) stopChild(ctx context.Context, c *child) {
+	p := c.proc
 	if p == nil {
 		return
 	}
 	grace := d.opts.StopTimeout
 	t := time.Now()
 	if p.Exited() {
-		d.log.Debugf("%s had already exited (%s)", name, p.ExitText())
+		d.log.Debugf("%s had already exited (%s)", c.name, p.ExitText())
 		return
 	}
 	if p.Stop(ctx, grace) {
 		d.log.Warnf("%s did not stop within %s of SIGTERM (or the stop was cut short) and was killed; its log ends:\n%s",
-			name, grace, childproc.TailFile(d.childLog(name), logTailLines))
+			c.name, grace, childproc.TailFile(c.log, logTailLines))
 		return
 	}
-	d.log.Debugf("%s exited by itself %s after SIGTERM (%s)", name, time.Since(t).Round(time.Millisecond), p.ExitText())
-}
-
-func (d *Daemon) childLog(name string) string {
-	if name == "containerd" {
-		return d.ctrdLogPath
-	}
-	return d.logPath
+	d.log.Debugf("%s exited by itself %s after SIGTERM (%s)", c.name, time.Since(t).Round(time.Millisecond), p.ExitText())
 }
 
 // inNS runs f on the namespace thread, where the cgroup mounts of a nested
