@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 	"github.com/docker/docker/api/types/container"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -812,130 +813,26 @@ func TestFaultProxyOnlyForwardsToTarget(t *testing.T) {
 	}
 }
 
+// The test environment's dockerd loads and runs images, keeps to itself
+// (its own containerd, mount namespace, state and data root), and leaves
+// nothing on the host after Stop.
 func TestDockerdLoadAndCleanup(t *testing.T) {
-	for _, own := range []bool{false, true} {
-		t.Run("OwnContainerd="+strconv.FormatBool(own), func(t *testing.T) {
-			testDockerd(t, DockerdOptions{OwnContainerd: own})
-		})
-	}
-}
-
-func testDockerd(t *testing.T, o DockerdOptions) {
 	// Snapshots under the lock: no other test's dockerd is changing things.
 	unlock := LockDockerd(t)
 	before := hostSnapshot(t)
 	daemonsBefore := dockerdProcesses()
 	unlock()
 	var dir string
-	var pid int
 	t.Run("run", func(t *testing.T) {
 		start := time.Now()
-		d := StartDockerdWith(t, o)
+		d := StartDockerd(t)
 		t.Logf("dockerd up in %s", time.Since(start))
-		dir, pid = d.Dir, d.Pid()
-		if len(d.Host) > 100 || !strings.HasPrefix(d.Host, "unix:///tmp/dk-") {
-			t.Fatalf("Host %q", d.Host)
-		}
-		if o.OwnContainerd == (d.ContainerdAddress == "") {
-			t.Fatalf("OwnContainerd %v but ContainerdAddress %q", o.OwnContainerd, d.ContainerdAddress)
-		}
-		self, _ := os.Readlink("/proc/self/ns/mnt")
-		dns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-		if dns == "" || dns != d.MountNamespace() || dns == self {
-			t.Fatalf("dockerd mount namespace %q, holder %q, test %q", dns, d.MountNamespace(), self)
-		}
+		dir = d.Dir
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		cli := d.Client()
-		info, err := cli.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Stat(filepath.Join(d.Dir, "key.json")); err != nil {
-			t.Errorf("trust key not in the state dir (then it went to /etc/docker): %v", err)
-		}
-		if info.DockerRootDir != d.DataRoot {
-			t.Fatalf("daemon data root %s, want %s", info.DockerRootDir, d.DataRoot)
-		}
-
-		img := BusyboxImage(t, ImageOptions{RandomLayers: []int64{1 << 20}, Labels: map[string]string{"loaded": "yes"}})
-		var buf bytes.Buffer
-		tag, _ := name.NewTag("testenv/busybox:load")
-		if err := tarball.Write(tag, img, &buf); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := cli.ImageLoad(ctx, &buf)
-		if err != nil {
-			t.Fatalf("ImageLoad: %v", err)
-		}
-		msgs, err := ReadJSONStream(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("load stream: %v", err)
-		}
-		ins, err := cli.ImageInspect(ctx, "testenv/busybox:load")
-		if err != nil {
-			t.Fatalf("inspect loaded image: %v (load said %+v)", err, msgs)
-		}
-		want, _ := img.ConfigName()
-		if ins.ID != want.String() || ins.Config.Labels["loaded"] != "yes" || len(ins.RootFS.Layers) != 2 {
-			t.Fatalf("loaded image ID %s labels %v layers %d, want %s", ins.ID, ins.Config.Labels, len(ins.RootFS.Layers), want)
-		}
-		// The helper does the same and checks the ID itself.
-		if id := d.LoadImage(t, "testenv/other:1", BusyboxImage(t, ImageOptions{User: "app"})); !strings.HasPrefix(id, "sha256:") {
-			t.Fatalf("LoadImage ID %q", id)
-		}
-		// A broken tarball is reported through the stream.
-		resp, err = cli.ImageLoad(ctx, strings.NewReader("not a tarball"))
-		if err == nil {
-			_, err = ReadJSONStream(resp.Body)
-			resp.Body.Close()
-		}
-		if err == nil {
-			t.Fatal("loading garbage did not fail")
-		}
-
-		// The image runs, with its users, and a container left running does
-		// not outlive Stop.
-		if out := runContainer(t, ctx, d, "testenv/other:1", []string{"sh", "-c", "id -u; id -un; echo $PATH; test -d /home/app -a -k /tmp && echo ok"}); out != "1000\napp\n"+strings.TrimPrefix(DefaultPath, "PATH=")+"\nok\n" {
-			t.Fatalf("container output %q", out)
-		}
-		cr, err := cli.ContainerCreate(ctx, &container.Config{Image: "testenv/busybox:load", Cmd: []string{"/bin/busybox", "sleep", "300"}}, &container.HostConfig{NetworkMode: "none"}, nil, nil, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cli.ContainerStart(ctx, cr.ID, container.StartOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		ci, err := cli.ContainerInspect(ctx, cr.ID)
-		if err != nil || ci.State == nil || ci.State.Pid == 0 {
-			t.Fatalf("inspect running container: %v", err)
-		}
-		cpid := ci.State.Pid
-
-		if err := d.Stop(); err != nil {
-			t.Fatalf("Stop: %v", err)
-		}
-		if err := syscall.Kill(cpid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Fatalf("container process %d still exists after Stop: %v", cpid, err)
-		}
-		for _, cg := range cgroupDirs(d.CgroupParent) {
-			if _, err := os.Stat(cg); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("cgroup %s left: %v", cg, err)
-			}
-		}
-		if err := d.Stop(); err != nil {
-			t.Fatalf("second Stop: %v", err)
-		}
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Fatalf("dockerd pid %d still exists after Stop: %v", pid, err)
-		}
-		if left := pidsMentioning(dir); len(left) > 0 {
-			t.Fatalf("processes left from %s: %v", dir, left)
-		}
-		if mps, err := mountsUnder(dir); err != nil || len(mps) > 0 {
-			t.Fatalf("mounts left under %s: %v %v", dir, mps, err)
-		}
+		checkDockerdIsolated(t, ctx, d)
+		checkDockerdLoadsAndRuns(t, ctx, d)
+		checkStopLeavesNothing(t, ctx, d)
 	})
 	if dir == "" {
 		t.Fatal("dockerd did not start")
@@ -948,7 +845,7 @@ func testDockerd(t *testing.T, o DockerdOptions) {
 	}
 	unlock = LockDockerd(t)
 	defer unlock()
-	if left := pidsMentioning("/tmp/dk-"); len(left) > 0 {
+	if left := childproc.Mentioning("/tmp/dk-"); len(left) > 0 {
 		t.Fatalf("processes of a testenv dockerd left: %v", left)
 	}
 	// Daemons not started by this test (a system dockerd) may exist.
@@ -961,6 +858,186 @@ func testDockerd(t *testing.T, o DockerdOptions) {
 	if !reflect.DeepEqual(before, after) {
 		t.Fatalf("host changed:\nbefore %v\nafter  %v", before, after)
 	}
+}
+
+// checkDockerdIsolated: dockerd runs with no bridge and no iptables, with a
+// containerd of its own and everything in the state dir, in a mount
+// namespace that is not the test's.
+func checkDockerdIsolated(t *testing.T, ctx context.Context, d *Dockerd) {
+	t.Helper()
+	if len(d.Host) > 100 || !strings.HasPrefix(d.Host, "unix://"+d.Dir+"/") || !strings.HasPrefix(d.Dir, "/tmp/dk-") {
+		t.Fatalf("Host %q, Dir %q", d.Host, d.Dir)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", d.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	for _, f := range []string{"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"} {
+		if !slices.Contains(args, f) {
+			t.Errorf("dockerd runs without %s: %q", f, args)
+		}
+	}
+	i := slices.Index(args, "--containerd")
+	if i < 0 || i+1 == len(args) || !strings.HasPrefix(args[i+1], d.Dir+"/") {
+		t.Fatalf("dockerd is not given a containerd of its own in %s: %q", d.Dir, args)
+	}
+	if fi, err := os.Stat(args[i+1]); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("containerd socket %s: %v %v", args[i+1], fi, err)
+	}
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	dns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", d.Pid()))
+	if dns == "" || dns == self {
+		t.Fatalf("dockerd mount namespace %q, test %q", dns, self)
+	}
+	if keys, _ := filepath.Glob(filepath.Join(d.Dir, "dkd-*", "key.json")); len(keys) != 1 {
+		t.Errorf("trust key not in the state dir (then it went to /etc/docker): %v", keys)
+	}
+	info, err := d.Client().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.DockerRootDir != d.DataRoot {
+		t.Fatalf("daemon data root %s, want %s", info.DockerRootDir, d.DataRoot)
+	}
+}
+
+// checkDockerdLoadsAndRuns: images load (ReadJSONStream reports a broken
+// one), LoadImage checks the ID, and an image runs with its users.
+func checkDockerdLoadsAndRuns(t *testing.T, ctx context.Context, d *Dockerd) {
+	t.Helper()
+	cli := d.Client()
+	img := BusyboxImage(t, ImageOptions{RandomLayers: []int64{1 << 20}, Labels: map[string]string{"loaded": "yes"}})
+	var buf bytes.Buffer
+	tag, _ := name.NewTag("testenv/busybox:load")
+	if err := tarball.Write(tag, img, &buf); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.ImageLoad(ctx, &buf)
+	if err != nil {
+		t.Fatalf("ImageLoad: %v", err)
+	}
+	msgs, err := ReadJSONStream(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("load stream: %v", err)
+	}
+	ins, err := cli.ImageInspect(ctx, "testenv/busybox:load")
+	if err != nil {
+		t.Fatalf("inspect loaded image: %v (load said %+v)", err, msgs)
+	}
+	want, _ := img.ConfigName()
+	if ins.ID != want.String() || ins.Config.Labels["loaded"] != "yes" || len(ins.RootFS.Layers) != 2 {
+		t.Fatalf("loaded image ID %s labels %v layers %d, want %s", ins.ID, ins.Config.Labels, len(ins.RootFS.Layers), want)
+	}
+	// The helper does the same and checks the ID itself.
+	if id := d.LoadImage(t, "testenv/other:1", BusyboxImage(t, ImageOptions{User: "app"})); !strings.HasPrefix(id, "sha256:") {
+		t.Fatalf("LoadImage ID %q", id)
+	}
+	// A broken tarball is reported through the stream.
+	resp, err = cli.ImageLoad(ctx, strings.NewReader("not a tarball"))
+	if err == nil {
+		_, err = ReadJSONStream(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("loading garbage did not fail")
+	}
+	if out := runContainer(t, ctx, d, "testenv/other:1", []string{"sh", "-c", "id -u; id -un; echo $PATH; test -d /home/app -a -k /tmp && echo ok"}); out != "1000\napp\n"+strings.TrimPrefix(DefaultPath, "PATH=")+"\nok\n" {
+		t.Fatalf("container output %q", out)
+	}
+}
+
+// checkStopLeavesNothing: a container left running does not outlive Stop,
+// nor do its cgroups, dockerd, processes or mounts of the state dir; Stop
+// is idempotent and releases the dockerd lock.
+func checkStopLeavesNothing(t *testing.T, ctx context.Context, d *Dockerd) {
+	t.Helper()
+	cli := d.Client()
+	cr, err := cli.ContainerCreate(ctx, &container.Config{Image: "testenv/busybox:load", Cmd: []string{"/bin/busybox", "sleep", "300"}}, &container.HostConfig{NetworkMode: "none"}, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.ContainerStart(ctx, cr.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ci, err := cli.ContainerInspect(ctx, cr.ID)
+	if err != nil || ci.State == nil || ci.State.Pid == 0 {
+		t.Fatalf("inspect running container: %v", err)
+	}
+	cpid, pid := ci.State.Pid, d.Pid()
+	parent := cgroupParentOf(t, cpid)
+
+	if err := d.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := syscall.Kill(cpid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("container process %d still exists after Stop: %v", cpid, err)
+	}
+	v1, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+	v2, _ := filepath.Glob("/sys/fs/cgroup/" + parent)
+	if left := append(v1, v2...); len(left) > 0 {
+		t.Fatalf("cgroups left: %v", left)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("dockerd pid %d still exists after Stop: %v", pid, err)
+	}
+	if left := childproc.Mentioning(d.Dir); len(left) > 0 {
+		t.Fatalf("processes left from %s: %v", d.Dir, left)
+	}
+	if mps, err := mountsUnder(d.Dir); err != nil || len(mps) > 0 {
+		t.Fatalf("mounts left under %s: %v %v", d.Dir, mps, err)
+	}
+	// A benchmark starts one dockerd after another in one test.
+	if holdsDockerdLock(t) {
+		t.Fatal("this process still holds the dockerd lock after Stop")
+	}
+}
+
+// holdsDockerdLock reports whether this process has the lock's socket open
+// (another test binary may have taken the lock meanwhile).
+func holdsDockerdLock(t *testing.T) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := map[string]bool{}
+	fds, _ := filepath.Glob("/proc/self/fd/*")
+	for _, fd := range fds {
+		if l, err := os.Readlink(fd); err == nil {
+			mine[l] = true
+		}
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		// Num RefCount Protocol Flags Type St Inode Path
+		if f := strings.Fields(l); len(f) == 8 && f[7] == dockerdLockName && mine["socket:["+f[6]+"]"] {
+			return true
+		}
+	}
+	return false
+}
+
+// cgroupParentOf is the top cgroup of a container's process, the daemon's
+// parent for its containers ("dkd-123").
+func cgroupParentOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 {
+			if top, _, _ := strings.Cut(strings.TrimPrefix(f[2], "/"), "/"); strings.HasPrefix(top, "dkd-") {
+				return top
+			}
+		}
+	}
+	t.Fatalf("container process %d is in no cgroup of the daemon:\n%s", pid, b)
+	return ""
 }
 
 // runContainer runs cmd in image with no network as a test user would, and

@@ -5,13 +5,11 @@
 package testenv
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"sync"
 	"testing"
 
@@ -62,31 +60,6 @@ func mountsUnder(dir string) ([]string, error) {
 // unmountAll lazily unmounts everything under dir.
 func unmountAll(dir string) error {
 	return mountinfo.UnmountAll("/proc/self/mountinfo", dir)
-}
-
-// pidsMentioning lists processes whose command line contains s (used to find
-// children a crashed daemon left behind; s is always a unique temp path).
-func pidsMentioning(s string) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		if bytes.Contains(b, []byte(s)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // Pdeathsig fires when the *thread* that forked the child ends, not the
