@@ -1139,3 +1139,21 @@ func dockerdProcesses() []string {
 	}
 	return out
 }
+
+// BenchmarkStartDockerd measures what every test that needs a dockerd
+// pays: StartDockerd until the API answers, then Stop.
+func BenchmarkStartDockerd(b *testing.B) {
+	var start, stop time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		d := StartDockerd(b)
+		start += time.Since(t0)
+		t1 := time.Now()
+		if err := d.Stop(); err != nil {
+			b.Fatal(err)
+		}
+		stop += time.Since(t1)
+	}
+	b.ReportMetric(start.Seconds()*1000/float64(b.N), "start-ms/op")
+	b.ReportMetric(stop.Seconds()*1000/float64(b.N), "stop-ms/op")
+}
