@@ -41,6 +41,26 @@ func loadBusybox(t *testing.T, ctx context.Context, cli *client.Client) {
 	}
 }
 
+// runSleeper loads busybox and starts a container that sleeps; it returns
+// the container's ID and process ID.
+func runSleeper(t *testing.T, ctx context.Context, cli *client.Client) (id string, pid int) {
+	t.Helper()
+	loadBusybox(t, ctx, cli)
+	c, err := cli.ContainerCreate(ctx, &container.Config{Image: busyboxTag, Cmd: []string{"busybox", "sleep", "600"}},
+		&container.HostConfig{NetworkMode: "none"}, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := cli.ContainerInspect(ctx, c.ID)
+	if err != nil || !ins.State.Running {
+		t.Fatalf("container not running: %v %+v", err, ins.State)
+	}
+	return c.ID, ins.State.Pid
+}
+
 // A container still running at Stop is killed, its cgroups removed, and
 // runc's and the shim's traces stay out of the host.
 func TestRunningContainerKilledOnStop(t *testing.T) {
@@ -56,23 +76,9 @@ func TestRunningContainerKilledOnStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Stop(context.Background())
-	cli := d.Client()
-	loadBusybox(t, ctx, cli)
-	c, err := cli.ContainerCreate(ctx, &container.Config{Image: busyboxTag, Cmd: []string{"busybox", "sleep", "600"}},
-		&container.HostConfig{NetworkMode: "none"}, nil, nil, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ins, err := cli.ContainerInspect(ctx, c.ID)
-	if err != nil || !ins.State.Running {
-		t.Fatalf("container not running: %v %+v", err, ins.State)
-	}
-	pid := ins.State.Pid
+	id, pid := runSleeper(t, ctx, d.Client())
 	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if !strings.Contains(string(cg), d.CgroupParent()+"/"+c.ID) {
+	if !strings.Contains(string(cg), d.CgroupParent()+"/"+id) {
 		t.Errorf("container cgroups not under %s:\n%s", d.CgroupParent(), cg)
 	}
 	during := hostSnapshot(t)
