@@ -641,7 +641,6 @@ func TestCancelDuringStartLeavesNothing(t *testing.T) {
 	log, _ := testLog(t)
 	for _, delay := range []time.Duration{0, 20 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond, 400 * time.Millisecond} {
 		t.Run(delay.String(), func(t *testing.T) {
-			parent := shortDir(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			if delay == 0 {
@@ -649,36 +648,37 @@ func TestCancelDuringStartLeavesNothing(t *testing.T) {
 			} else {
 				time.AfterFunc(delay, cancel)
 			}
-			d, err := daemon.Start(ctx, daemon.Options{Isolated: true, Log: log, Dir: parent})
-			if err == nil {
-				t.Logf("started within %s; stopping", delay)
-				if err := d.Stop(context.Background()); err != nil {
-					t.Fatal(err)
-				}
-			} else if !errors.Is(err, context.Canceled) {
-				t.Errorf("err = %v, want context.Canceled", err)
-			}
-			checkParentEmpty(t, parent)
+			startCancelled(t, ctx, log, func() { t.Logf("started within %s; stopping", delay) })
 		})
 	}
 	// The put cancels its context on SIGTERM.
 	t.Run("SIGTERM", func(t *testing.T) {
-		parent := shortDir(t)
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
 		time.AfterFunc(150*time.Millisecond, func() { _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) })
-		d, err := daemon.Start(ctx, daemon.Options{Isolated: true, Log: log, Dir: parent})
-		if err == nil {
+		startCancelled(t, ctx, log, func() {
 			t.Log("started before SIGTERM")
 			<-ctx.Done()
-			if err := d.Stop(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-		} else if !errors.Is(err, context.Canceled) {
-			t.Errorf("err = %v, want context.Canceled", err)
-		}
-		checkParentEmpty(t, parent)
+		})
 	})
+}
+
+// startCancelled starts a daemon with ctx, which is being cancelled: Start
+// fails with context.Canceled, or it won the race and the daemon is stopped
+// after started returns. Either way nothing is left.
+func startCancelled(t *testing.T, ctx context.Context, log *logrus.Entry, started func()) {
+	t.Helper()
+	parent := shortDir(t)
+	d, err := daemon.Start(ctx, daemon.Options{Isolated: true, Log: log, Dir: parent})
+	if err == nil {
+		started()
+		if err := d.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	} else if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	checkParentEmpty(t, parent)
 }
 
 func TestStopWithCancelledContextStillCleansUp(t *testing.T) {
