@@ -93,6 +93,10 @@
 // (up to 2 s) until dockerd has finished every API request the client
 // closed: dockerd 23+ otherwise waits 5 s after its own shutdown for them.
 // With the logger at debug level, Stop logs how long each daemon took to
-// stop and then dockerd's log, which goes with the state folder. dockerd and containerd get SIGTERM from the kernel if
-// this process dies without Stop.
+// stop and then dockerd's log, which goes with the state folder. dockerd
+// and containerd get SIGTERM from the kernel if this process dies without
+// Stop; their shims and containers do not. In the resource container they go
+// with the container; on a host (tests), Reap removes them, their cgroups
+// and the state folder later (test/testenv does it for a test binary killed
+// at its timeout).
 package daemon
