@@ -169,12 +169,39 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
-	// Three things at once: the bases' media types and digest checks (disk,
-	// maybe the network), the daemon's save stream (it spends seconds before
-	// its first byte), and the base blobs, which need neither: skipped,
-	// mounted or uploaded as they are.
 	res := &Result{BaseLayers: len(p.diffIDs) - len(p.fresh), NewLayers: len(p.fresh)}
 	start := time.Now()
+	sv, err := sendBaseBlobs(ctx, o, target, p, w, dir, log)
+	if err != nil {
+		return nil, err
+	}
+	config, err := imageConfig(p, sv, res, log)
+	if err != nil {
+		return nil, err
+	}
+	img, sizes, err := assemble(p, w, config, sv, log)
+	if err != nil {
+		return nil, err
+	}
+	res.Config, res.MediaType = sha256Hash(config), img.mt
+	res.Digest, _ = img.Digest()
+
+	final := time.Now()
+	if err := pushTags(ctx, o, target, w, img); err != nil {
+		return nil, err
+	}
+	res.Upload, res.Took = time.Since(final), time.Since(start)
+	res.Uploaded, res.Existing, res.Mounted = w.obs.tally(sizes)
+	res.Uploaded.Bytes, res.Manifests = w.obs.sent.Load(), w.obs.manifests
+	return res, nil
+}
+
+// sendBaseBlobs does three things at once: the bases' media types and
+// digest checks (disk, maybe the network), the daemon's save stream (it
+// spends seconds before its first byte; nil when the image is a base
+// itself), and the base blobs, which need neither: skipped, mounted or
+// uploaded as they are.
+func sendBaseBlobs(ctx context.Context, o Options, target name.Repository, p *layerPlan, w *writer, dir string, log *logrus.Entry) (*saved, error) {
 	early := w.baseLayers(p) // before verify may fill in digests
 	g, gctx := errgroup.WithContext(ctx)
 	for b := range p.used {
@@ -194,7 +221,7 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 	var sv *saved
 	if p.self == nil {
 		log.Infof("push: %d of %d layers are original blobs of the bases; streaming image %s out of the daemon for the config and %d new layer%s",
-			res.BaseLayers, len(p.diffIDs), short(p.id), len(p.fresh), plural(len(p.fresh)))
+			len(p.diffIDs)-len(p.fresh), len(p.diffIDs), short(p.id), len(p.fresh), plural(len(p.fresh)))
 		g.Go(func() error {
 			var err error
 			sv, err = streamSave(gctx, o.Daemon, p.id, p.known, dir)
@@ -207,46 +234,44 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	return sv, nil
+}
 
-	var config []byte
+// imageConfig is the config to push: the base's own when the image is a
+// base, else the daemon's bytes from its save stream (res.Save is its
+// time), whose layers must be the ones the daemon reported.
+func imageConfig(p *layerPlan, sv *saved, res *Result, log *logrus.Entry) ([]byte, error) {
 	if p.self != nil {
-		config = p.self.config
 		log.Infof("push: image %s is the base %s itself: every blob is the original", short(p.id), p.self.repo)
-	} else {
-		config, res.Save = sv.config, sv.took
-		var raw int64
-		for _, l := range sv.fresh {
-			raw += l.rawSize
-		}
-		log.Infof("push: streamed %s from the daemon in %s; %d new layer%s, %s uncompressed", units.HumanSize(float64(sv.streamed)),
-			sv.took.Round(10*time.Millisecond), len(sv.fresh), plural(len(sv.fresh)), units.HumanSize(float64(raw)))
-		if !slices.Equal(sv.diffIDs, p.diffIDs) {
-			return nil, needsDaemon("the saved config's layers differ from the daemon's image inspect (no manifest was written)")
-		}
+		return p.self.config, nil
 	}
-	img, sizes, err := assemble(p, w, config, sv, log)
-	if err != nil {
-		return nil, err
+	res.Save = sv.took
+	var raw int64
+	for _, l := range sv.fresh {
+		raw += l.rawSize
 	}
-	res.Config, res.MediaType = sha256Hash(config), img.mt
-	res.Digest, _ = img.Digest()
+	log.Infof("push: streamed %s from the daemon in %s; %d new layer%s, %s uncompressed", units.HumanSize(float64(sv.streamed)),
+		sv.took.Round(10*time.Millisecond), len(sv.fresh), plural(len(sv.fresh)), units.HumanSize(float64(raw)))
+	if !slices.Equal(sv.diffIDs, p.diffIDs) {
+		return nil, needsDaemon("the saved config's layers differ from the daemon's image inspect (no manifest was written)")
+	}
+	return sv.config, nil
+}
 
-	// New layers, the config and the manifest with the first tag (base blobs
-	// are done); then only the manifest for every other tag.
-	final := time.Now()
+// pushTags sends the new layers, the config and the manifest with the
+// first tag (base blobs are done), then only the manifest for every other
+// tag.
+func pushTags(ctx context.Context, o Options, target name.Repository, w *writer, img *pushImage) error {
 	first := target.Tag(o.Tags[0])
 	if err := w.pusher.Push(ctx, first, img); err != nil {
-		return nil, fmt.Errorf("push %s: %w", first, o.Registry.Explain(err))
+		return fmt.Errorf("push %s: %w", first, o.Registry.Explain(err))
 	}
 	for _, t := range o.Tags[1:] {
 		if err := w.pusher.Put(ctx, target.Tag(t), img); err != nil {
-			return nil, fmt.Errorf("push %s:%s: %w", o.Repository, t, o.Registry.Explain(err))
+			return fmt.Errorf("push %s:%s: %w", o.Repository, t, o.Registry.Explain(err))
 		}
 	}
-	res.Upload, res.Took = time.Since(final), time.Since(start)
-	res.Uploaded, res.Existing, res.Mounted = w.obs.tally(sizes)
-	res.Uploaded.Bytes, res.Manifests = w.obs.sent.Load(), w.obs.manifests
-	return res, nil
+	return nil
 }
 
 // layerPlan says where each layer of the image comes from.

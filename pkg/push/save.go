@@ -81,7 +81,6 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 	}
 	defer rc.Close()
 	counted := &countingReader{r: ctxReader{ctx, rc}}
-	tr := tar.NewReader(bufio.NewReaderSize(counted, 1<<20))
 
 	entries := map[string]*saveEntry{}
 	defer func() {
@@ -94,21 +93,52 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 	}()
 	c := newCompressor(ctx, dir)
 	defer c.wait() // runs first: no goroutine may still read or write in dir
+	if err := readSaveStream(tar.NewReader(bufio.NewReaderSize(counted, 1<<20)), entries, known, dir, c); err != nil {
+		return nil, err
+	}
+	s := &saved{fresh: map[v1.Hash]*freshLayer{}, streamed: counted.n}
+
+	m, err := pickManifest(entries, imageID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.readConfig(entries, m); err != nil {
+		return nil, err
+	}
+	need, err := s.freshLayers(entries, m, known, c)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range need {
+		<-e.done
+		if e.err != nil {
+			return nil, fmt.Errorf("compressing layer %s: %w", e.hash, e.err)
+		}
+		s.fresh[e.hash] = e.fresh
+	}
+	s.took = time.Since(start)
+	return s, nil
+}
+
+// readSaveStream reads every regular file of the stream into entries, by
+// cleaned name; files with the same content share one entry. A large file
+// no base holds starts compressing at once.
+func readSaveStream(tr *tar.Reader, entries map[string]*saveEntry, known map[v1.Hash]bool, dir string, c *compressor) error {
 	byHash := map[v1.Hash]*saveEntry{}
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading docker save stream: %w", err)
+			return fmt.Errorf("reading docker save stream: %w", err)
 		}
 		if h.Typeflag != tar.TypeReg {
 			continue
 		}
 		e, err := readSaveEntry(tr, h, known, dir)
 		if err != nil {
-			return nil, fmt.Errorf("reading docker save stream: %s: %w", h.Name, err)
+			return fmt.Errorf("reading docker save stream: %s: %w", h.Name, err)
 		}
 		if first, ok := byHash[e.hash]; ok {
 			if e.path != "" {
@@ -123,24 +153,29 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 		}
 		entries[baseimage.CleanName(h.Name)] = e
 	}
-	s := &saved{fresh: map[v1.Hash]*freshLayer{}, streamed: counted.n}
+}
 
-	m, err := pickManifest(entries, imageID)
-	if err != nil {
-		return nil, err
-	}
+// readConfig keeps the config's exact bytes and its layers' diff IDs.
+func (s *saved) readConfig(entries map[string]*saveEntry, m *saveManifest) error {
 	ce := entries[baseimage.CleanName(m.Config)]
 	if ce == nil {
-		return nil, fmt.Errorf("docker save stream: config %s is missing", m.Config)
+		return fmt.Errorf("docker save stream: config %s is missing", m.Config)
 	}
+	var err error
 	if s.config, err = ce.bytes(); err != nil {
-		return nil, fmt.Errorf("docker save stream: config: %w", err)
+		return fmt.Errorf("docker save stream: config: %w", err)
 	}
 	cfg, err := v1.ParseConfigFile(bytes.NewReader(s.config))
 	if err != nil {
-		return nil, fmt.Errorf("docker save stream: parsing config: %w", err)
+		return fmt.Errorf("docker save stream: parsing config: %w", err)
 	}
 	s.diffIDs = cfg.RootFS.DiffIDs
+	return nil
+}
+
+// freshLayers checks the layers manifest.json names hash to the config's
+// diff IDs, and starts compressing those no base holds, which it returns.
+func (s *saved) freshLayers(entries map[string]*saveEntry, m *saveManifest, known map[v1.Hash]bool, c *compressor) ([]*saveEntry, error) {
 	if len(s.diffIDs) != len(m.Layers) {
 		return nil, formatError(fmt.Sprintf("the config names %d layers, manifest.json %d", len(s.diffIDs), len(m.Layers)))
 	}
@@ -160,15 +195,7 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 			need = append(need, e)
 		}
 	}
-	for _, e := range need {
-		<-e.done
-		if e.err != nil {
-			return nil, fmt.Errorf("compressing layer %s: %w", e.hash, e.err)
-		}
-		s.fresh[e.hash] = e.fresh
-	}
-	s.took = time.Since(start)
-	return s, nil
+	return need, nil
 }
 
 // errFormat marks a save stream this code cannot use; the daemon can still
