@@ -37,7 +37,7 @@ type bkStep struct {
 	// writes in between.
 	partial map[int64]string
 	tail    []string
-	shown          map[string]bool // status IDs already reported done
+	shown   map[string]bool // status IDs already reported done
 }
 
 func newBKProgress(log *logrus.Entry) *bkProgress {

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,117 +68,21 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 	if err != nil {
 		return BuildResult{}, fmt.Errorf("build: %w", err)
 	}
-	opts := build.ImageBuildOptions{
-		Version:     build.BuilderV1,
-		Dockerfile:  bc.dockerfile,
-		Target:      o.Target,
-		Tags:        o.Tags,
-		Labels:      o.Labels,
-		CacheFrom:   o.CacheFrom,
-		NetworkMode: o.NetworkMode,
-		PullParent:  o.PullParent,
-		NoCache:     o.NoCache,
-		Remove:      true,
-		ForceRemove: true,
+	opts, err := imageBuildOptions(o, bc.dockerfile)
+	if err != nil {
+		return BuildResult{}, err
 	}
-	args := o.BuildArgs
-	builder := "the classic builder"
-	if o.BuildKit {
-		builder = "BuildKit"
-		opts.Version = build.BuilderBuildKit
-		if o.InlineCache {
-			args = maps.Clone(args)
-			if args == nil {
-				args = map[string]string{}
-			}
-			args[InlineCacheArg] = "1"
-		}
-	} else {
-		opts.AuthConfigs = o.Auth.BuildConfigs()
-		if len(o.Secrets) > 0 {
-			return BuildResult{}, errors.New("build: secrets need BuildKit")
-		}
-	}
-	names := make([]string, 0, len(args))
-	if len(args) > 0 {
-		opts.BuildArgs = make(map[string]*string, len(args))
-		for k, v := range args {
-			opts.BuildArgs[k] = &v
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	df := o.Dockerfile
-	if df == "" {
-		df = "Dockerfile"
-	}
-	log.Infof("building %s with %s, using %s", o.ContextDir, df, builder)
-	if len(names) > 0 {
-		// Names only: values may be credentials.
-		log.Infof("build args: %s", strings.Join(names, ", "))
-	}
-	if len(o.Secrets) > 0 {
-		ids := make([]string, len(o.Secrets))
-		for i, s := range o.Secrets {
-			ids[i] = s.ID
-		}
-		log.Infof("build secrets: %s", strings.Join(ids, ", "))
-	}
+	logBuild(log, o, opts)
 	sr := newStreamReader(log)
-	var progress *bkProgress
 	buildKitID := ""
 	if o.BuildKit {
-		id, stop, err := buildKitSession(ctx, cli, o, log)
+		stop, err := startBuildKit(ctx, cli, o, &opts, sr, &buildKitID, log)
 		if err != nil {
 			return BuildResult{}, fmt.Errorf("build: %w", err)
 		}
 		defer stop()
-		opts.SessionID = id
-		// Runs before the session's stop: the build ends first.
-		defer cancelOnAbort(ctx, cli, &opts, log)()
-		progress = newBKProgress(log)
-		sr.outputFn = progress.output
-		sr.onAux = func(id string, aux json.RawMessage) bool {
-			switch id {
-			case auxBuildKitTrace:
-				progress.trace(aux)
-				return true
-			case auxImageID:
-				buildKitID = buildKitImageID(aux)
-				return true
-			}
-			return false
-		}
 	}
-
-	pr, pw := io.Pipe()
-	written := make(chan error, 1)
-	go func() {
-		err := bc.write(ctx, pw)
-		pw.CloseWithError(err)
-		written <- err
-	}()
-	// Closing the reader unblocks the writer if the daemon stopped reading.
-	finish := func() error {
-		pr.Close()
-		if err := <-written; err != nil && !errors.Is(err, io.ErrClosedPipe) {
-			return err
-		}
-		return nil
-	}
-
-	resp, err := cli.ImageBuild(ctx, pr, opts)
-	if err != nil {
-		if werr := finish(); werr != nil {
-			return BuildResult{}, fmt.Errorf("build: %w", werr)
-		}
-		return BuildResult{}, fmt.Errorf("build: %w", err)
-	}
-	res, err := readStream(ctx, resp.Body, sr)
-	resp.Body.Close()
-	if werr := finish(); werr != nil {
-		return BuildResult{}, fmt.Errorf("build: %w", werr)
-	}
+	res, err := sendBuild(ctx, cli, bc, opts, sr)
 	if err != nil {
 		return BuildResult{}, fmt.Errorf("build: %w", err)
 	}
@@ -194,6 +98,135 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 	}
 	log.Infof("built image %s", ShortID(id))
 	return BuildResult{ID: id}, nil
+}
+
+// imageBuildOptions is the Engine API's form of o, for either builder;
+// dockerfile is the Dockerfile's name inside the context tar.
+func imageBuildOptions(o BuildOptions, dockerfile string) (build.ImageBuildOptions, error) {
+	opts := build.ImageBuildOptions{
+		Version:     build.BuilderV1,
+		Dockerfile:  dockerfile,
+		Target:      o.Target,
+		Tags:        o.Tags,
+		Labels:      o.Labels,
+		CacheFrom:   o.CacheFrom,
+		NetworkMode: o.NetworkMode,
+		PullParent:  o.PullParent,
+		NoCache:     o.NoCache,
+		Remove:      true,
+		ForceRemove: true,
+	}
+	args := o.BuildArgs
+	if o.BuildKit {
+		opts.Version = build.BuilderBuildKit
+		if o.InlineCache {
+			args = maps.Clone(args)
+			if args == nil {
+				args = map[string]string{}
+			}
+			args[InlineCacheArg] = "1"
+		}
+	} else {
+		opts.AuthConfigs = o.Auth.BuildConfigs()
+		if len(o.Secrets) > 0 {
+			return opts, errors.New("build: secrets need BuildKit")
+		}
+	}
+	if len(args) > 0 {
+		opts.BuildArgs = make(map[string]*string, len(args))
+		for k, v := range args {
+			opts.BuildArgs[k] = &v
+		}
+	}
+	return opts, nil
+}
+
+// logBuild says what is built with which builder, and the names of the
+// build args and secrets: never their values, which may be credentials.
+func logBuild(log *logrus.Entry, o BuildOptions, opts build.ImageBuildOptions) {
+	builder := "the classic builder"
+	if o.BuildKit {
+		builder = "BuildKit"
+	}
+	df := o.Dockerfile
+	if df == "" {
+		df = "Dockerfile"
+	}
+	log.Infof("building %s with %s, using %s", o.ContextDir, df, builder)
+	if len(opts.BuildArgs) > 0 {
+		names := slices.Sorted(maps.Keys(opts.BuildArgs))
+		log.Infof("build args: %s", strings.Join(names, ", "))
+	}
+	if len(o.Secrets) > 0 {
+		ids := make([]string, len(o.Secrets))
+		for i, s := range o.Secrets {
+			ids[i] = s.ID
+		}
+		log.Infof("build secrets: %s", strings.Join(ids, ", "))
+	}
+}
+
+// startBuildKit opens the BuildKit session for the build, arranges for an
+// abort to cancel the build in dockerd, and reads BuildKit's progress and
+// image ID (into *id) from the stream. stop waits for that cancel, then
+// ends the session: the build ends first.
+func startBuildKit(ctx context.Context, cli Client, o BuildOptions, opts *build.ImageBuildOptions, sr *streamReader, id *string, log *logrus.Entry) (stop func(), err error) {
+	sessionID, stopSession, err := buildKitSession(ctx, cli, o, log)
+	if err != nil {
+		return nil, err
+	}
+	opts.SessionID = sessionID
+	waitCancel := cancelOnAbort(ctx, cli, opts, log)
+	progress := newBKProgress(log)
+	sr.outputFn = progress.output
+	sr.onAux = func(auxID string, aux json.RawMessage) bool {
+		switch auxID {
+		case auxBuildKitTrace:
+			progress.trace(aux)
+			return true
+		case auxImageID:
+			*id = buildKitImageID(aux)
+			return true
+		}
+		return false
+	}
+	return func() {
+		waitCancel()
+		stopSession()
+	}, nil
+}
+
+// sendBuild streams the context to ImageBuild as it is written and reads
+// the answer to the end. Closing the reader unblocks the writer if the
+// daemon stopped reading; a failure to write the context comes first.
+func sendBuild(ctx context.Context, cli Client, bc *buildContext, opts build.ImageBuildOptions, sr *streamReader) (StreamResult, error) {
+	pr, pw := io.Pipe()
+	written := make(chan error, 1)
+	go func() {
+		err := bc.write(ctx, pw)
+		pw.CloseWithError(err)
+		written <- err
+	}()
+	finish := func() error {
+		pr.Close()
+		if err := <-written; err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			return err
+		}
+		return nil
+	}
+	resp, err := cli.ImageBuild(ctx, pr, opts)
+	if err != nil {
+		if werr := finish(); werr != nil {
+			return StreamResult{}, werr
+		}
+		return StreamResult{}, err
+	}
+	res, err := readStream(ctx, resp.Body, sr)
+	resp.Body.Close()
+	if werr := finish(); werr != nil {
+		return StreamResult{}, werr
+	}
+	return res, err
 }
 
 // buildCancelTimeout bounds the /build/cancel request of an aborted build.

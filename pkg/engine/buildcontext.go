@@ -42,145 +42,138 @@ type buildContext struct {
 // newBuildContext prepares dir for sending. dockerfile is a path (absolute or
 // relative to the working directory); empty means dir/Dockerfile.
 func newBuildContext(dir, dockerfile string) (*buildContext, error) {
-	realDir, err := filepath.EvalSymlinks(dir)
+	realDir, err := contextDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("build context %s: %w", dir, err)
-	}
-	if fi, err := os.Stat(realDir); err != nil {
-		return nil, fmt.Errorf("build context %s: %w", dir, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("build context %s is not a directory", dir)
-	}
-	if realDir, err = filepath.Abs(realDir); err != nil {
-		return nil, fmt.Errorf("build context %s: %w", dir, err)
+		return nil, err
 	}
 	if dockerfile == "" {
 		dockerfile = filepath.Join(dir, "Dockerfile")
 	}
-	realDF, err := filepath.EvalSymlinks(dockerfile)
+	realDF, dfInfo, err := dockerfileOf(dockerfile)
 	if err != nil {
-		return nil, fmt.Errorf("dockerfile %s: %w", dockerfile, err)
+		return nil, err
 	}
-	if realDF, err = filepath.Abs(realDF); err != nil {
-		return nil, fmt.Errorf("dockerfile %s: %w", dockerfile, err)
-	}
-	dfInfo, err := os.Stat(realDF)
+	ignoreContent, excludes, err := readDockerignore(realDir, dir)
 	if err != nil {
-		return nil, fmt.Errorf("dockerfile %s: %w", dockerfile, err)
+		return nil, err
 	}
-	if !dfInfo.Mode().IsRegular() {
-		return nil, fmt.Errorf("dockerfile %s is not a file", dockerfile)
-	}
-
 	c := &buildContext{dir: realDir}
-	var excludes []string
-	ignoreContent, err := os.ReadFile(filepath.Join(realDir, dockerignore))
-	switch {
-	case err == nil:
-		if excludes, err = ignorefile.ReadAll(bytes.NewReader(ignoreContent)); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, dockerignore), err)
-		}
-	case errors.Is(err, os.ErrNotExist):
-		ignoreContent = nil
-	default:
-		return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, dockerignore), err)
-	}
-
 	rel, err := filepath.Rel(realDir, realDF)
 	if err == nil && filepath.IsLocal(rel) {
 		c.dockerfile = filepath.ToSlash(rel)
-	} else {
-		if c.external, err = os.ReadFile(realDF); err != nil {
-			return nil, fmt.Errorf("reading dockerfile %s: %w", dockerfile, err)
-		}
-		c.externalMode, c.externalInfo = dfInfo.Mode().Perm(), dfInfo
-		var rnd [10]byte
-		if _, err := rand.Read(rnd[:]); err != nil {
-			return nil, fmt.Errorf("naming the dockerfile in the context: %w", err)
-		}
-		// Random like the docker CLI's: no clash with a file of the context.
-		c.dockerfile = ".dockerfile." + hex.EncodeToString(rnd[:])
-		ig := ignoreContent
-		if ig == nil {
-			ig = []byte(dockerignore + "\n") // so the daemon removes ours too
-		}
-		c.ignore = append(bytes.TrimRight(ig, "\n"), []byte("\n"+c.dockerfile+"\n")...)
+	} else if err := c.addExternal(realDF, dockerfile, dfInfo, ignoreContent); err != nil {
+		return nil, err
 	}
-
-	// The daemon must get the Dockerfile and .dockerignore even when ignored.
-	pm, err := patternmatcher.New(excludes)
-	if err != nil {
+	if c.pm, err = keepingDockerfile(excludes, c.dockerfile); err != nil {
 		return nil, fmt.Errorf("parsing %s: %w", filepath.Join(dir, dockerignore), err)
 	}
-	for _, keep := range []string{dockerignore, c.dockerfile} {
+	return c, nil
+}
+
+// contextDir is dir's absolute path with symlinks resolved; it must be a
+// directory.
+func contextDir(dir string) (string, error) {
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", fmt.Errorf("build context %s: %w", dir, err)
+	}
+	if fi, err := os.Stat(realDir); err != nil {
+		return "", fmt.Errorf("build context %s: %w", dir, err)
+	} else if !fi.IsDir() {
+		return "", fmt.Errorf("build context %s is not a directory", dir)
+	}
+	if realDir, err = filepath.Abs(realDir); err != nil {
+		return "", fmt.Errorf("build context %s: %w", dir, err)
+	}
+	return realDir, nil
+}
+
+// dockerfileOf is the Dockerfile's absolute path with symlinks resolved,
+// and its info; it must be a regular file.
+func dockerfileOf(dockerfile string) (string, fs.FileInfo, error) {
+	realDF, err := filepath.EvalSymlinks(dockerfile)
+	if err != nil {
+		return "", nil, fmt.Errorf("dockerfile %s: %w", dockerfile, err)
+	}
+	if realDF, err = filepath.Abs(realDF); err != nil {
+		return "", nil, fmt.Errorf("dockerfile %s: %w", dockerfile, err)
+	}
+	dfInfo, err := os.Stat(realDF)
+	if err != nil {
+		return "", nil, fmt.Errorf("dockerfile %s: %w", dockerfile, err)
+	}
+	if !dfInfo.Mode().IsRegular() {
+		return "", nil, fmt.Errorf("dockerfile %s is not a file", dockerfile)
+	}
+	return realDF, dfInfo, nil
+}
+
+// readDockerignore reads realDir's .dockerignore: its content (nil when
+// there is none) and its patterns. dir is the context as given, for errors.
+func readDockerignore(realDir, dir string) (content []byte, excludes []string, err error) {
+	content, err = os.ReadFile(filepath.Join(realDir, dockerignore))
+	switch {
+	case err == nil:
+		if excludes, err = ignorefile.ReadAll(bytes.NewReader(content)); err != nil {
+			return nil, nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, dockerignore), err)
+		}
+		return content, excludes, nil
+	case errors.Is(err, os.ErrNotExist):
+		return nil, nil, nil
+	default:
+		return nil, nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, dockerignore), err)
+	}
+}
+
+// addExternal adds a Dockerfile from outside the context under a random
+// name, and a .dockerignore (the context's, or one of its own) that names
+// it, so a COPY . never sees it and the daemon removes it after reading.
+func (c *buildContext) addExternal(realDF, dockerfile string, dfInfo fs.FileInfo, ignoreContent []byte) error {
+	var err error
+	if c.external, err = os.ReadFile(realDF); err != nil {
+		return fmt.Errorf("reading dockerfile %s: %w", dockerfile, err)
+	}
+	c.externalMode, c.externalInfo = dfInfo.Mode().Perm(), dfInfo
+	var rnd [10]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return fmt.Errorf("naming the dockerfile in the context: %w", err)
+	}
+	// Random like the docker CLI's: no clash with a file of the context.
+	c.dockerfile = ".dockerfile." + hex.EncodeToString(rnd[:])
+	ig := ignoreContent
+	if ig == nil {
+		ig = []byte(dockerignore + "\n") // so the daemon removes ours too
+	}
+	c.ignore = append(bytes.TrimRight(ig, "\n"), []byte("\n"+c.dockerfile+"\n")...)
+	return nil
+}
+
+// keepingDockerfile is the matcher of excludes that never excludes
+// .dockerignore or the Dockerfile: the daemon must get both even when
+// ignored.
+func keepingDockerfile(excludes []string, dockerfile string) (*patternmatcher.PatternMatcher, error) {
+	pm, err := patternmatcher.New(excludes)
+	if err != nil {
+		return nil, err
+	}
+	for _, keep := range []string{dockerignore, dockerfile} {
 		if m, _ := pm.MatchesOrParentMatches(keep); m {
 			excludes = append(excludes, "!"+keep)
 		}
 	}
-	if c.pm, err = patternmatcher.New(excludes); err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", filepath.Join(dir, dockerignore), err)
-	}
-	return c, nil
+	return patternmatcher.New(excludes)
 }
 
 // write writes the context as an uncompressed tar to w, every entry owned by
 // root like the docker CLI sends it. Unreadable files fail it.
 func (c *buildContext) write(ctx context.Context, w io.Writer) error {
 	tw := tar.NewWriter(w)
-	var parents []string
-	var parentInfo []patternmatcher.MatchInfo
-	sawIgnore := false
-	err := filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(c.dir, p)
-		if err != nil {
-			return err
-		}
-		if rel == "." {
-			return nil
-		}
-		// Match with the results of the enclosing directories, as the CLI
-		// does, so a "!" exception inside an excluded folder works.
-		for len(parents) > 0 && !strings.HasPrefix(rel, parents[len(parents)-1]+string(filepath.Separator)) {
-			parents, parentInfo = parents[:len(parents)-1], parentInfo[:len(parentInfo)-1]
-		}
-		var pinfo patternmatcher.MatchInfo
-		if len(parentInfo) > 0 {
-			pinfo = parentInfo[len(parentInfo)-1]
-		}
-		skip, info, err := c.pm.MatchesUsingParentResults(rel, pinfo)
-		if err != nil {
-			return fmt.Errorf("matching %s against %s: %w", rel, dockerignore, err)
-		}
-		if d.IsDir() {
-			parents, parentInfo = append(parents, rel), append(parentInfo, info)
-		}
-		if skip {
-			if !d.IsDir() || c.exceptionBelow(rel) {
-				return nil
-			}
-			return filepath.SkipDir
-		}
-		if rel == dockerignore && c.ignore != nil {
-			sawIgnore = true
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			return writeBytes(tw, dockerignore, fi.Mode().Perm(), fi, c.ignore)
-		}
-		return c.add(tw, p, rel, d)
-	})
-	if err != nil {
+	cw := &contextWalk{c: c, tw: tw, ctx: ctx}
+	if err := filepath.WalkDir(c.dir, cw.visit); err != nil {
 		return fmt.Errorf("build context %s: %w", c.dir, err)
 	}
 	if c.external != nil {
-		if !sawIgnore {
+		if !cw.sawIgnore {
 			if err := writeBytes(tw, dockerignore, 0o644, c.externalInfo, c.ignore); err != nil {
 				return fmt.Errorf("build context: adding %s: %w", dockerignore, err)
 			}
@@ -193,6 +186,74 @@ func (c *buildContext) write(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("build context %s: %w", c.dir, err)
 	}
 	return nil
+}
+
+// contextWalk is write's walk of the context folder: it matches each path
+// with the results of its enclosing directories, as the CLI does, so a "!"
+// exception inside an excluded folder works.
+type contextWalk struct {
+	c          *buildContext
+	tw         *tar.Writer
+	ctx        context.Context
+	parents    []string
+	parentInfo []patternmatcher.MatchInfo
+	sawIgnore  bool // the context's .dockerignore was written (replaced)
+}
+
+func (cw *contextWalk) visit(p string, d fs.DirEntry, err error) error {
+	if err != nil {
+		return err
+	}
+	if err := cw.ctx.Err(); err != nil {
+		return err
+	}
+	c := cw.c
+	rel, err := filepath.Rel(c.dir, p)
+	if err != nil {
+		return err
+	}
+	if rel == "." {
+		return nil
+	}
+	skip, err := cw.excluded(rel, d.IsDir())
+	if err != nil {
+		return err
+	}
+	if skip {
+		if !d.IsDir() || c.exceptionBelow(rel) {
+			return nil
+		}
+		return filepath.SkipDir
+	}
+	if rel == dockerignore && c.ignore != nil {
+		cw.sawIgnore = true
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return writeBytes(cw.tw, dockerignore, fi.Mode().Perm(), fi, c.ignore)
+	}
+	return c.add(cw.tw, p, rel, d)
+}
+
+// excluded matches rel against .dockerignore with its parent's result, and
+// remembers a directory's result for what is below it.
+func (cw *contextWalk) excluded(rel string, isDir bool) (bool, error) {
+	for len(cw.parents) > 0 && !strings.HasPrefix(rel, cw.parents[len(cw.parents)-1]+string(filepath.Separator)) {
+		cw.parents, cw.parentInfo = cw.parents[:len(cw.parents)-1], cw.parentInfo[:len(cw.parentInfo)-1]
+	}
+	var pinfo patternmatcher.MatchInfo
+	if len(cw.parentInfo) > 0 {
+		pinfo = cw.parentInfo[len(cw.parentInfo)-1]
+	}
+	skip, info, err := cw.c.pm.MatchesUsingParentResults(rel, pinfo)
+	if err != nil {
+		return false, fmt.Errorf("matching %s against %s: %w", rel, dockerignore, err)
+	}
+	if isDir {
+		cw.parents, cw.parentInfo = append(cw.parents, rel), append(cw.parentInfo, info)
+	}
+	return skip, nil
 }
 
 // exceptionBelow reports whether a "!" pattern may re-include something

@@ -270,106 +270,152 @@ type LoadOptions struct {
 // else), with zstd layers decompressed for daemons before Docker 23, which
 // cannot load zstd.
 func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOptions, log *logrus.Entry) (Base, error) {
-	log = orDiscard(log)
-	b := Base{Repository: f.Repository, Tag: f.Tag}
-	what := f.Ref()
-	if what == "" {
-		what = "(unnamed)"
+	l := &folderLoad{ctx: ctx, cli: cli, f: f, log: orDiscard(log), what: f.Ref()}
+	if l.what == "" {
+		l.what = "(unnamed)"
 	}
 	detail := f.Origin + ", " + f.Kind.String()
 	if f.Image != nil {
 		detail += ", " + f.Image.Platform
 	}
-	log.Infof("loading base image %s from %s (%s)", what, f.Dir, detail)
+	l.log.Infof("loading base image %s from %s (%s)", l.what, f.Dir, detail)
 
-	// The image as written: a layout's, or a docker-save tarball's to
-	// rewrite (zstd layers for an old daemon); else the tarball is streamed.
-	var img *baseimage.Image
-	if f.Kind != baseimage.DockerSave {
-		i := f.Image.Image()
-		img = &i
-	} else if f.Save != nil && f.Save.HasZstd() && !zstdLoads(ctx, cli) {
-		// A docker-save tarball may carry zstd layers too (gets of zstd
-		// images); only then is it rewritten.
-		img = f.Save
+	img := l.imageToWrite()
+	raw, cfgName, err := l.folderConfig(img)
+	if err != nil {
+		return Base{}, err
 	}
-	var raw []byte
-	cfgName := "" // the config's entry name in the streamed tarball
-	switch {
-	case img != nil:
-		raw = img.RawConfig
-	case f.Save != nil:
-		// Detect read the plain tarball's config in place already.
-		raw, cfgName = f.Save.RawConfig, f.Save.ConfigName
-	default:
-		manifests, configs, err := readSave(ctx, f.Path)
-		if err != nil {
-			return Base{}, fmt.Errorf("load base %s: %s: %w", what, f.Path, err)
-		}
-		if len(manifests) != 1 {
-			return Base{}, fmt.Errorf("load base %s: %s holds %d images, want 1", what, f.Path, len(manifests))
-		}
-		cfgName = baseimage.CleanName(manifests[0].Config)
-		raw = configs[cfgName]
+	b := Base{Repository: f.Repository, Tag: f.Tag, FolderID: digestOf(raw)}
+	if err := l.checkFolderID(b.FolderID); err != nil {
+		return Base{}, err
 	}
-	b.FolderID = digestOf(raw)
-	if f.ImageID != "" && b.FolderID != f.ImageID {
-		src := filepath.Join(f.Dir, BaseImageIDFile)
-		if f.Kind != baseimage.DockerSave || filepath.Base(f.Path) != BaseImageFile {
-			src = filepath.Join(f.Dir, baseimage.DigestFile)
-		}
-		return Base{}, fmt.Errorf("load base %s: %s holds image %s, but %s says %s: the folder was changed or mixed after it was written; fetch it again", what, f.Path, b.FolderID, src, f.ImageID)
-	}
-	config := raw
-	if o.Platform != nil {
-		filled, changed, err := baseimage.FillPlatform(raw, *o.Platform)
-		if err != nil {
-			return Base{}, fmt.Errorf("load base %s: %s: %w", what, f.Path, err)
-		}
-		if changed {
-			config = filled
-			log.Infof("base %s: its config names no os/architecture, so BuildKit would not take it for FROM (it would go to the registry for it); loading it as %s with the build platform %s (the same layers; the folder's image is %s)",
-				what, ShortID(digestOf(config)), platformString(*o.Platform), ShortID(b.FolderID))
-		}
+	config, err := l.configToLoad(raw, o.Platform, b.FolderID)
+	if err != nil {
+		return Base{}, err
 	}
 	b.ID = digestOf(config)
-
-	var err error
-	if img != nil {
-		load := *img
-		load.RawConfig = config
-		decompress := load.HasZstd() && !zstdLoads(ctx, cli)
-		if decompress {
-			log.Infof("base %s has zstd layers, which this dockerd cannot load (Docker 23 and later can): loading them decompressed", what)
-		}
-		err = loadStream(ctx, cli, func(w io.Writer) error { return baseimage.WriteDockerSave(ctx, w, load, decompress) }, log)
-	} else {
-		var replace map[string][]byte
-		if b.ID != b.FolderID {
-			replace = map[string][]byte{cfgName: config}
-		}
-		err = loadStream(ctx, cli, func(w io.Writer) error { return baseimage.CopySave(ctx, w, f.Path, replace) }, log)
-	}
-	if err != nil {
-		return Base{}, fmt.Errorf("load base %s from %s: %w", what, f.Path, err)
+	if err := l.send(img, config, cfgName, b.ID != b.FolderID); err != nil {
+		return Base{}, fmt.Errorf("load base %s from %s: %w", l.what, f.Path, err)
 	}
 	ins, err := cli.ImageInspect(ctx, b.ID)
 	if err != nil {
-		return Base{}, fmt.Errorf("load base %s: image %s not in the daemon after loading: %w", what, b.ID, err)
+		return Base{}, fmt.Errorf("load base %s: image %s not in the daemon after loading: %w", l.what, b.ID, err)
 	}
 	if ins.ID != b.ID {
-		return Base{}, fmt.Errorf("load base %s: daemon gave ID %s to the image whose config digest is %s", what, ins.ID, b.ID)
+		return Base{}, fmt.Errorf("load base %s: daemon gave ID %s to the image whose config digest is %s", l.what, ins.ID, b.ID)
 	}
 	if b.Repository == "" {
 		// The caller warns when a name was needed (not for params.load).
-		log.Infof("loaded base image %s without a name (the folder names no repository and tag)", ShortID(b.ID))
+		l.log.Infof("loaded base image %s without a name (the folder names no repository and tag)", ShortID(b.ID))
 		return b, nil
 	}
 	if err := Tag(ctx, cli, b.ID, b.Repository, b.Tag); err != nil {
-		return Base{}, fmt.Errorf("load base %s: %w", what, err)
+		return Base{}, fmt.Errorf("load base %s: %w", l.what, err)
 	}
-	log.Infof("loaded base image %s (%s)", b.Ref(), ShortID(b.ID))
+	l.log.Infof("loaded base image %s (%s)", b.Ref(), ShortID(b.ID))
 	return b, nil
+}
+
+// folderLoad is one LoadFolder under way; what names the base in messages.
+type folderLoad struct {
+	ctx  context.Context
+	cli  Client
+	f    *baseimage.Folder
+	log  *logrus.Entry
+	what string
+}
+
+// imageToWrite is the image to write as a docker-save stream: a layout's,
+// or a docker-save tarball's when it has zstd layers an old daemon cannot
+// load; nil when the tarball is streamed as it is.
+func (l *folderLoad) imageToWrite() *baseimage.Image {
+	f := l.f
+	if f.Kind != baseimage.DockerSave {
+		i := f.Image.Image()
+		return &i
+	}
+	if f.Save != nil && f.Save.HasZstd() && !zstdLoads(l.ctx, l.cli) {
+		// A docker-save tarball may carry zstd layers too (gets of zstd
+		// images); only then is it rewritten.
+		return f.Save
+	}
+	return nil
+}
+
+// folderConfig is the image's config as the folder holds it and, for a
+// streamed tarball, the config's entry name in it.
+func (l *folderLoad) folderConfig(img *baseimage.Image) (raw []byte, cfgName string, err error) {
+	f := l.f
+	switch {
+	case img != nil:
+		return img.RawConfig, "", nil
+	case f.Save != nil:
+		// Detect read the plain tarball's config in place already.
+		return f.Save.RawConfig, f.Save.ConfigName, nil
+	}
+	manifests, configs, err := readSave(l.ctx, f.Path)
+	if err != nil {
+		return nil, "", fmt.Errorf("load base %s: %s: %w", l.what, f.Path, err)
+	}
+	if len(manifests) != 1 {
+		return nil, "", fmt.Errorf("load base %s: %s holds %d images, want 1", l.what, f.Path, len(manifests))
+	}
+	cfgName = baseimage.CleanName(manifests[0].Config)
+	return configs[cfgName], cfgName, nil
+}
+
+// checkFolderID fails when the folder's image is not the one its image-id
+// or digest file names.
+func (l *folderLoad) checkFolderID(folderID string) error {
+	f := l.f
+	if f.ImageID == "" || folderID == f.ImageID {
+		return nil
+	}
+	src := filepath.Join(f.Dir, BaseImageIDFile)
+	if f.Kind != baseimage.DockerSave || filepath.Base(f.Path) != BaseImageFile {
+		src = filepath.Join(f.Dir, baseimage.DigestFile)
+	}
+	return fmt.Errorf("load base %s: %s holds image %s, but %s says %s: the folder was changed or mixed after it was written; fetch it again", l.what, f.Path, folderID, src, f.ImageID)
+}
+
+// configToLoad is the config the daemon gets: raw, or with the platform
+// filled in when it names none (see LoadOptions.Platform).
+func (l *folderLoad) configToLoad(raw []byte, platform *v1.Platform, folderID string) ([]byte, error) {
+	if platform == nil {
+		return raw, nil
+	}
+	filled, changed, err := baseimage.FillPlatform(raw, *platform)
+	if err != nil {
+		return nil, fmt.Errorf("load base %s: %s: %w", l.what, l.f.Path, err)
+	}
+	if !changed {
+		return raw, nil
+	}
+	l.log.Infof("base %s: its config names no os/architecture, so BuildKit would not take it for FROM (it would go to the registry for it); loading it as %s with the build platform %s (the same layers; the folder's image is %s)",
+		l.what, ShortID(digestOf(filled)), platformString(*platform), ShortID(folderID))
+	return filled, nil
+}
+
+// send streams the image into the daemon: img written as a docker-save
+// stream with config (zstd layers decompressed for an old daemon), or the
+// folder's tarball copied with its config entry cfgName replaced when
+// replaced is set.
+func (l *folderLoad) send(img *baseimage.Image, config []byte, cfgName string, replaced bool) error {
+	ctx, f := l.ctx, l.f
+	if img != nil {
+		load := *img
+		load.RawConfig = config
+		decompress := load.HasZstd() && !zstdLoads(ctx, l.cli)
+		if decompress {
+			l.log.Infof("base %s has zstd layers, which this dockerd cannot load (Docker 23 and later can): loading them decompressed", l.what)
+		}
+		return loadStream(ctx, l.cli, func(w io.Writer) error { return baseimage.WriteDockerSave(ctx, w, load, decompress) }, l.log)
+	}
+	var replace map[string][]byte
+	if replaced {
+		replace = map[string][]byte{cfgName: config}
+	}
+	return loadStream(ctx, l.cli, func(w io.Writer) error { return baseimage.CopySave(ctx, w, f.Path, replace) }, l.log)
 }
 
 func platformString(p v1.Platform) string {
