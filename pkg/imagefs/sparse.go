@@ -158,7 +158,6 @@ type sparseEntry struct {
 	entries    int64
 	dataLen    int64
 	mapLen     int64
-	lastEnd    int64 // end of the last run, to merge adjacent ones
 	lastOff    int64
 	lastLen    int64
 }
