@@ -73,7 +73,6 @@ func BenchmarkPush(b *testing.B) {
 		took           []time.Duration
 		uploaded       int64
 		reused         int64
-		newCompressed  int64
 		lastRes        *push.Result
 		daemonUploaded int64
 	}
