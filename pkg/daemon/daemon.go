@@ -70,6 +70,11 @@ type Options struct {
 	// tests: a registry on loopback can then answer to a public name, such
 	// as an ECR host, in the daemon's pulls and pushes.
 	Hosts map[string]string
+
+	// Getenv reads the process environment (InContainerEnv); nil:
+	// os.Getenv. pkg/resource passes its Env's, so in-process tests can
+	// set it.
+	Getenv func(string) string
 }
 
 // StartError is returned when dockerd (or its containerd) did not come up.

@@ -44,7 +44,11 @@ func (d *Daemon) prepareState() (err error) {
 // (see the package doc) and the containers' cgroup parent.
 func (d *Daemon) isolate() (err error) {
 	cgroupBase := "/"
-	wantCgroups := inContainer(os.Getenv)
+	getenv := d.opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	wantCgroups := inContainer(getenv)
 	d.ns, err = newNamespace(d.opts.PrivateNetwork, func() error {
 		if wantCgroups {
 			cgroupBase = setupCgroups(d.log)

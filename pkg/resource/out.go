@@ -217,6 +217,7 @@ func startDaemon(ctx context.Context, env Env, s *session, src protocol.Source) 
 		InsecureRegistries:     src.InsecureRegistries,
 		RegistryMirror:         src.RegistryMirror,
 		Log:                    s.log,
+		Getenv:                 env.Getenv,
 	}
 	for _, c := range src.CACerts {
 		o.CACerts = append(o.CACerts, daemon.CA{Domain: c.Domain, PEM: c.Cert})

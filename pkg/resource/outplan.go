@@ -55,8 +55,8 @@ func planPut(ctx context.Context, env Env, s *session, srcDir string, req *proto
 	if err != nil {
 		return nil, err
 	}
-	// Last: the only step that talks to anything (AWS), once the request
-	// is known to be good.
+	// Last: the only step that may call a service (AWS, for ECR tokens),
+	// once the files are known to be good.
 	creds, err := planCredentials(ctx, s, *src, img)
 	if err != nil {
 		return nil, err

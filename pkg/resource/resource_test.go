@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 )
 
@@ -89,6 +90,25 @@ func TestEnvGetenv(t *testing.T) {
 	_, err = planBuilder(env, s, &protocol.OutParams{Secrets: map[string]protocol.Secret{"x": {Env: "RESOURCE_TEST_VAR"}}}, inFolder(t.TempDir()))
 	if err == nil || !strings.Contains(err.Error(), "params.secrets.x.env: environment variable RESOURCE_TEST_VAR is not set") {
 		t.Errorf("a variable only the process has: %v", err)
+	}
+}
+
+// The put's dockerd reads the environment (the in-container switch)
+// through Env too.
+func TestDaemonGetsEnv(t *testing.T) {
+	var got daemon.Options
+	env := Env{
+		LookupEnv: mapEnv(map[string]string{daemon.InContainerEnv: "1"}),
+		Hooks:     Hooks{Daemon: func(o *daemon.Options) { got = *o }},
+	}
+	var log bytes.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Start returns before it starts anything
+	if _, err := startDaemon(ctx, env, newSession(Env{Stderr: &log}, &protocol.Source{}, nil), protocol.Source{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("startDaemon: %v", err)
+	}
+	if got.Getenv == nil || got.Getenv(daemon.InContainerEnv) != "1" {
+		t.Errorf("daemon.Options.Getenv does not read Env")
 	}
 }
 
