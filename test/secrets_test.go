@@ -210,7 +210,7 @@ func TestSecretsNeverShow(t *testing.T) {
 		"tags/version.txt": "v1\n",
 		// The classic builder cannot mount secrets, but its output can
 		// carry a source secret: here the client key, a PEM file.
-		"classic/key.pem":    string(keyPEM),
+		"classic/key.pem": string(keyPEM),
 		"classic/Dockerfile": "FROM " + other.Host + "/priv/base:1\nCOPY key.pem /tmp/k\nRUN echo classic-output-visible && sed 's/^/key: /' /tmp/k && " +
 			"printf 'split: ' && sed -n 2p /tmp/k | head -c 20 && sleep 1 && sed -n 2p /tmp/k | tail -c +21 && echo failing on purpose && exit 3\n",
 	})

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -155,7 +156,7 @@ func WriteDockerSave(ctx context.Context, w io.Writer, img Image, decompressZstd
 				return err
 			}
 			defer rc.Close()
-			n, err := io.Copy(w, ctxReader{ctx, rc})
+			n, err := io.Copy(w, ctxio.Reader(ctx, rc))
 			if err == nil && n != size {
 				err = fmt.Errorf("layer %d: read %d bytes, expected %d", i, n, size)
 			}
@@ -245,7 +246,7 @@ func CopySave(ctx context.Context, w io.Writer, p string, configs map[string][]b
 		if body != nil {
 			_, err = tw.Write(body)
 		} else {
-			_, err = io.Copy(tw, ctxReader{ctx, tr}) // nothing for folders and links
+			_, err = io.Copy(tw, ctxio.Reader(ctx, tr)) // nothing for folders and links
 		}
 		if err != nil {
 			return err
@@ -314,18 +315,5 @@ func countBytes(ctx context.Context, open func() (io.ReadCloser, error)) (int64,
 		return 0, err
 	}
 	defer rc.Close()
-	return io.Copy(io.Discard, ctxReader{ctx, rc})
-}
-
-// ctxReader stops a long read when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
+	return io.Copy(io.Discard, ctxio.Reader(ctx, rc))
 }

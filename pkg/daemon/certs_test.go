@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/certs"
+
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/api/types/image"
@@ -62,15 +64,15 @@ func TestCertsUsedForRegistryPulls(t *testing.T) {
 	} else {
 		t.Logf("without certificates: %v", err)
 	}
-	err = pull(daemon.Options{CACerts: []daemon.CA{{Domain: host, PEM: string(ca.CertPEM)}}})
+	err = pull(daemon.Options{CACerts: []certs.CA{{Domain: host, Cert: string(ca.CertPEM)}}})
 	if err == nil {
 		t.Error("pull with the CA but no client certificate worked")
 	} else {
 		t.Logf("with the CA only: %v", err)
 	}
 	err = pull(daemon.Options{
-		CACerts:     []daemon.CA{{Domain: host, PEM: string(ca.CertPEM)}},
-		ClientCerts: []daemon.ClientCert{{Domain: host, Cert: string(certPEM), Key: string(keyPEM)}},
+		CACerts:     []certs.CA{{Domain: host, Cert: string(ca.CertPEM)}},
+		ClientCerts: []certs.ClientCert{{Domain: host, Cert: string(certPEM), Key: string(keyPEM)}},
 	})
 	if err != nil {
 		t.Errorf("pull with CA and client certificate: %v", err)

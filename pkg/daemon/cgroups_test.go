@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,14 +10,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/sirupsen/logrus"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 )
-
-func discardLog() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return logrus.NewEntry(l)
-}
 
 func TestInContainerDecision(t *testing.T) {
 	for v, want := range map[string]bool{"1": true, "true": true, " TRUE ": true, "": false, "0": false, "false": false, "yes": false} {
@@ -119,7 +112,7 @@ func TestCgroupV2Setup(t *testing.T) {
 	t.Run("moves every process, then enables all controllers", func(t *testing.T) {
 		f := newFakeCgroupV2(t, "1\n7\n42\n", "cpuset cpu io memory pids\n", "")
 		f.spawn = []string{"99"} // forked while we moved the others
-		c := cgroupV2{dir: f.dir, write: f.write, log: discardLog()}
+		c := cgroupV2{dir: f.dir, write: f.write, log: logging.Discard()}
 		if err := c.setup(); err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +130,7 @@ func TestCgroupV2Setup(t *testing.T) {
 	})
 	t.Run("already set up: nothing written", func(t *testing.T) {
 		f := newFakeCgroupV2(t, "", "cpu memory\n", "cpu memory\n")
-		c := cgroupV2{dir: f.dir, write: f.write, log: discardLog()}
+		c := cgroupV2{dir: f.dir, write: f.write, log: logging.Discard()}
 		if err := c.setup(); err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +141,7 @@ func TestCgroupV2Setup(t *testing.T) {
 	t.Run("only the missing controllers, and a refused one is named", func(t *testing.T) {
 		f := newFakeCgroupV2(t, "5\n", "cpu memory hugetlb pids\n", "cpu\n")
 		f.refuse["hugetlb"] = true
-		c := cgroupV2{dir: f.dir, write: f.write, log: discardLog()}
+		c := cgroupV2{dir: f.dir, write: f.write, log: logging.Discard()}
 		err := c.setup()
 		if err == nil || !strings.Contains(err.Error(), "hugetlb") || strings.Contains(err.Error(), "memory,") {
 			t.Fatalf("err = %v, want one naming hugetlb only", err)
@@ -164,7 +157,7 @@ func TestCgroupV2Setup(t *testing.T) {
 	t.Run("a process that exited meanwhile is no error", func(t *testing.T) {
 		f := newFakeCgroupV2(t, "3\n", "cpu\n", "")
 		exited := false
-		c := cgroupV2{dir: f.dir, log: discardLog(), write: func(p string, b []byte) error {
+		c := cgroupV2{dir: f.dir, log: logging.Discard(), write: func(p string, b []byte) error {
 			if strings.HasSuffix(p, "init/cgroup.procs") && !exited {
 				exited = true
 				writeTestFile(t, filepath.Join(f.dir, "cgroup.procs"), "")
@@ -178,7 +171,7 @@ func TestCgroupV2Setup(t *testing.T) {
 	})
 	t.Run("a process that cannot move is reported", func(t *testing.T) {
 		f := newFakeCgroupV2(t, "3\n", "cpu\n", "")
-		c := cgroupV2{dir: f.dir, log: discardLog(), write: func(p string, b []byte) error {
+		c := cgroupV2{dir: f.dir, log: logging.Discard(), write: func(p string, b []byte) error {
 			if strings.HasSuffix(p, "init/cgroup.procs") {
 				return syscall.EPERM
 			}

@@ -11,23 +11,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/certs"
+
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"golang.org/x/sys/unix"
 )
-
-// CA is a PEM CA certificate dockerd trusts for one registry ("host:port").
-type CA struct {
-	Domain string
-	PEM    string
-}
-
-// ClientCert is a PEM client certificate and key dockerd presents to one
-// registry ("host:port").
-type ClientCert struct {
-	Domain string
-	Cert   string
-	Key    string
-}
 
 // maxStateDirLen keeps every socket dockerd and containerd put under the
 // state folder below the 108-byte unix socket limit (the deepest seen is
@@ -286,7 +274,7 @@ func commandLine(binary string, args []string) string {
 // writeCerts lays out dir as a certs.d folder: <domain>/ca.crt (all CAs of
 // a domain, concatenated) and <domain>/client.cert + client.key (more pairs
 // get client-N names).
-func writeCerts(dir string, cas []CA, clients []ClientCert) error {
+func writeCerts(dir string, cas []certs.CA, clients []certs.ClientCert) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("making %s: %w", dir, err)
 	}
@@ -299,7 +287,7 @@ func writeCerts(dir string, cas []CA, clients []ClientCert) error {
 		if _, ok := caPEM[ca.Domain]; !ok {
 			order = append(order, ca.Domain)
 		}
-		pem := strings.TrimSpace(ca.PEM) + "\n"
+		pem := strings.TrimSpace(ca.Cert) + "\n"
 		caPEM[ca.Domain] = append(caPEM[ca.Domain], pem...)
 	}
 	for _, d := range order {

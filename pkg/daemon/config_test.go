@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/certs"
 )
 
 func writeTestFile(t *testing.T, path, content string) {
@@ -147,8 +149,8 @@ func TestCommandLineMasksUserinfo(t *testing.T) {
 func TestWriteCerts(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "certs.d")
 	err := writeCerts(dir,
-		[]CA{{Domain: "reg.example:5000", PEM: "CA1"}, {Domain: "reg.example:5000", PEM: "CA2\n"}, {Domain: "other.example", PEM: "CA3"}},
-		[]ClientCert{{Domain: "reg.example:5000", Cert: "C1", Key: "K1"}, {Domain: "reg.example:5000", Cert: "C2", Key: "K2"}})
+		[]certs.CA{{Domain: "reg.example:5000", Cert: "CA1"}, {Domain: "reg.example:5000", Cert: "CA2\n"}, {Domain: "other.example", Cert: "CA3"}},
+		[]certs.ClientCert{{Domain: "reg.example:5000", Cert: "C1", Key: "K1"}, {Domain: "reg.example:5000", Cert: "C2", Key: "K2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,10 +180,10 @@ func TestWriteCerts(t *testing.T) {
 		t.Errorf("certs.d = %v\nwant %v", got, want)
 	}
 	for _, bad := range []string{"", "..", "a/b", "../etc"} {
-		if err := writeCerts(filepath.Join(t.TempDir(), "c"), []CA{{Domain: bad, PEM: "x"}}, nil); err == nil {
+		if err := writeCerts(filepath.Join(t.TempDir(), "c"), []certs.CA{{Domain: bad, Cert: "x"}}, nil); err == nil {
 			t.Errorf("domain %q accepted", bad)
 		}
-		if err := writeCerts(filepath.Join(t.TempDir(), "c"), nil, []ClientCert{{Domain: bad, Cert: "x", Key: "y"}}); err == nil {
+		if err := writeCerts(filepath.Join(t.TempDir(), "c"), nil, []certs.ClientCert{{Domain: bad, Cert: "x", Key: "y"}}); err == nil {
 			t.Errorf("client cert domain %q accepted", bad)
 		}
 	}

@@ -3,11 +3,13 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/certs"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 	"github.com/docker/docker/client"
@@ -46,8 +48,8 @@ type Options struct {
 	MaxConcurrentUploads   int // --max-concurrent-uploads when > 0
 	InsecureRegistries     []string
 	RegistryMirror         string
-	CACerts                []CA
-	ClientCerts            []ClientCert
+	CACerts                []certs.CA
+	ClientCerts            []certs.ClientCert
 
 	// Isolated leaves the network namespace alone (no bridge, no iptables);
 	// containers then have no network. For tests on a host; see the package
@@ -171,11 +173,7 @@ func (o Options) withDefaults() Options {
 	if o.Binary == "" {
 		o.Binary = "dockerd"
 	}
-	if o.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		o.Log = logrus.NewEntry(l)
-	}
+	o.Log = logging.OrDiscard(o.Log)
 	return o
 }
 

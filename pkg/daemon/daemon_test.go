@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/certs"
+
 	"github.com/concourse-docker/docker-image-resource/pkg/childproc"
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/mountinfo"
@@ -434,8 +436,8 @@ func TestCertsVisibleToDockerdOnly(t *testing.T) {
 	d, err := daemon.Start(ctx, daemon.Options{
 		Isolated:    true,
 		Log:         log,
-		CACerts:     []daemon.CA{{Domain: domain, PEM: string(ca.CertPEM)}},
-		ClientCerts: []daemon.ClientCert{{Domain: domain, Cert: string(certPEM), Key: string(keyPEM)}},
+		CACerts:     []certs.CA{{Domain: domain, Cert: string(ca.CertPEM)}},
+		ClientCerts: []certs.ClientCert{{Domain: domain, Cert: string(certPEM), Key: string(keyPEM)}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sirupsen/logrus"
@@ -78,15 +79,6 @@ func BlobPath(dir string, h v1.Hash) string {
 	return filepath.Join(dir, h.Algorithm+"-"+h.Hex)
 }
 
-// ShortDigest shortens a digest for people: "sha256:1a2b3c4d5e6f".
-func ShortDigest(h v1.Hash) string {
-	hx := h.Hex
-	if len(hx) > 12 {
-		hx = hx[:12]
-	}
-	return h.Algorithm + ":" + hx
-}
-
 // Image downloads every distinct layer blob of img into o.Dir (each exactly
 // once on success, failed blobs retried on their own) and returns an image
 // with the same manifest, config and media types whose layers read the local
@@ -118,7 +110,7 @@ func Image(ctx context.Context, img v1.Image, o Options) (v1.Image, Stats, error
 	}
 	rawConfig, err := img.RawConfigFile()
 	if err != nil {
-		return nil, st, fmt.Errorf("read config %s: %w", ShortDigest(manifest.Config.Digest), err)
+		return nil, st, fmt.Errorf("read config %s: %w", logging.ShortDigest(manifest.Config.Digest.String()), err)
 	}
 	if err := checkBlob(manifest.Config.Digest, manifest.Config.Size, rawConfig); err != nil {
 		return nil, st, fmt.Errorf("config: %w", err)
@@ -169,11 +161,7 @@ func (o Options) withDefaults() Options {
 	if o.ProgressInterval == 0 {
 		o.ProgressInterval = DefaultProgressInterval
 	}
-	if o.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		o.Log = logrus.NewEntry(l)
-	}
+	o.Log = logging.OrDiscard(o.Log)
 	return o
 }
 
@@ -245,7 +233,7 @@ func (d *downloader) run(ctx context.Context, todo []v1.Descriptor) (int64, int,
 
 // blob makes sure desc is in the directory, retrying failed attempts.
 func (d *downloader) blob(ctx context.Context, desc v1.Descriptor) (n int64, reused bool, err error) {
-	short := ShortDigest(desc.Digest)
+	short := logging.ShortDigest(desc.Digest.String())
 	dst := BlobPath(d.o.Dir, desc.Digest)
 	if ok, err := verifyExisting(dst, desc); err != nil {
 		return 0, false, fmt.Errorf("layer %s: %w", desc.Digest, err)
@@ -288,7 +276,7 @@ func (d *downloader) fetch(ctx context.Context, layer v1.Layer, desc v1.Descript
 		if stop != "" {
 			return lerr
 		}
-		d.o.Log.Warnf("layer %s: attempt %d of %d failed, retrying in %s: %v", ShortDigest(desc.Digest), lerr.Attempt, lerr.Attempts, wait, err)
+		d.o.Log.Warnf("layer %s: attempt %d of %d failed, retrying in %s: %v", logging.ShortDigest(desc.Digest.String()), lerr.Attempt, lerr.Attempts, wait, err)
 		if retry.Sleep(ctx, wait) != nil {
 			return fmt.Errorf("download layer %s: %w", desc.Digest, context.Cause(ctx))
 		}
@@ -429,7 +417,7 @@ func (d *downloader) startProgress(ctx context.Context) func() {
 				if l.p.size > 0 {
 					pct = 100 * float64(done) / float64(l.p.size)
 				}
-				d.o.Log.Infof("layer %s: %s of %s (%.0f%%)", ShortDigest(l.h), humanSize(done), humanSize(l.p.size), pct)
+				d.o.Log.Infof("layer %s: %s of %s (%.0f%%)", logging.ShortDigest(l.h.String()), humanSize(done), humanSize(l.p.size), pct)
 			}
 		}
 	}()

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -344,13 +345,13 @@ func TestImageRetriesOnlyTheFailedBlob(t *testing.T) {
 			want = 2
 		}
 		if n := reg.getCount(d.Digest); n != want {
-			t.Errorf("blob %s fetched %d times, want %d", ShortDigest(d.Digest), n, want)
+			t.Errorf("blob %s fetched %d times, want %d", logging.ShortDigest(d.Digest.String()), n, want)
 		}
 	}
 	if st.Layers != 4 {
 		t.Errorf("stats = %+v", st)
 	}
-	if !hookHas(hook, logrus.WarnLevel, ShortDigest(bad)) {
+	if !hookHas(hook, logrus.WarnLevel, logging.ShortDigest(bad.String())) {
 		t.Errorf("no warning about the retried blob in %q", hookText(hook))
 	}
 	if err := checkImage(local); err != nil {
@@ -467,7 +468,7 @@ func TestImageReusesVerifiedBlobs(t *testing.T) {
 			want = 1
 		}
 		if n := reg.getCount(d.Digest); n != want {
-			t.Errorf("blob %s fetched %d times, want %d", ShortDigest(d.Digest), n, want)
+			t.Errorf("blob %s fetched %d times, want %d", logging.ShortDigest(d.Digest.String()), n, want)
 		}
 	}
 	if st.Reused != 2 || st.Bytes != layers[0].Size {
@@ -511,7 +512,7 @@ func TestImageLogsProgress(t *testing.T) {
 	}
 	text := hookText(hook)
 	for _, d := range uniqueLayers(t, rimg) {
-		s := ShortDigest(d.Digest)
+		s := logging.ShortDigest(d.Digest.String())
 		if !strings.Contains(text, "downloading layer "+s) || !strings.Contains(text, "downloaded layer "+s) {
 			t.Errorf("no start/finish lines for %s in:\n%s", s, text)
 		}
@@ -551,7 +552,7 @@ func TestBlobPathAndShortDigest(t *testing.T) {
 	if got := BlobPath("/x", h); got != filepath.Join("/x", "sha256-"+h.Hex) {
 		t.Errorf("BlobPath = %s", got)
 	}
-	if got := ShortDigest(h); got != "sha256:abababababab" {
+	if got := logging.ShortDigest(h.String()); got != "sha256:abababababab" {
 		t.Errorf("ShortDigest = %s", got)
 	}
 	for n, want := range map[int64]string{999: "999 B", 1000: "1.0 kB", 1_500_000: "1.5 MB", 2_000_000_000: "2.0 GB"} {

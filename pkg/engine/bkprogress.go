@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/docker/go-units"
 	controlapi "github.com/moby/buildkit/api/services/control"
 	"github.com/sirupsen/logrus"
@@ -126,8 +127,8 @@ func (p *bkProgress) status(vs *controlapi.VertexStatus) {
 	// The ID says what moved (a layer digest, "exporting layers"); Name is
 	// only the transfer's state.
 	what := vs.ID
-	if strings.HasPrefix(what, "sha256:") && len(what) > 19 {
-		what = "layer " + what[7:19]
+	if short := logging.ShortID(what); short != what {
+		what = "layer " + short
 	}
 	if vs.Total > 0 {
 		p.log.Infof("#%d %s %s done", s.n, what, units.HumanSize(float64(vs.Total)))

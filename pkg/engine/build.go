@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/docker/docker/api/types/build"
 	"github.com/sirupsen/logrus"
 )
@@ -63,7 +64,7 @@ type BuildResult struct {
 // intermediate containers are always removed, also after a failed step. A
 // failing step's error carries its output tail.
 func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (BuildResult, error) {
-	log = orDiscard(log)
+	log = logging.OrDiscard(log)
 	bc, err := newBuildContext(o.ContextDir, o.Dockerfile)
 	if err != nil {
 		return BuildResult{}, fmt.Errorf("build: %w", err)
@@ -96,7 +97,7 @@ func Build(ctx context.Context, cli Client, o BuildOptions, log *logrus.Entry) (
 	if !strings.HasPrefix(id, "sha256:") {
 		return BuildResult{}, fmt.Errorf("build: finished without reporting an image ID (got %q)", id)
 	}
-	log.Infof("built image %s", ShortID(id))
+	log.Infof("built image %s", logging.ShortID(id))
 	return BuildResult{ID: id}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -43,7 +44,7 @@ func ReadImageFiles(ctx context.Context, cli FileReader, image string, paths ...
 	c, err := cli.ContainerCreate(ctx, &container.Config{Image: image, Cmd: []string{"/nonexistent"}, NetworkDisabled: true},
 		&container.HostConfig{NetworkMode: "none"}, nil, nil, "")
 	if err != nil {
-		return nil, fmt.Errorf("creating a container of %s to read its files: %w", ShortID(image), err)
+		return nil, fmt.Errorf("creating a container of %s to read its files: %w", logging.ShortID(image), err)
 	}
 	defer func() {
 		// Removed also when ctx ended: the daemon is stopped next anyway,
@@ -56,7 +57,7 @@ func ReadImageFiles(ctx context.Context, cli FileReader, image string, paths ...
 	for _, p := range paths {
 		f, ok, err := readContainerFile(ctx, cli, c.ID, p)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s of %s: %w", p, ShortID(image), err)
+			return nil, fmt.Errorf("reading %s of %s: %w", p, logging.ShortID(image), err)
 		}
 		if ok {
 			out[p] = f

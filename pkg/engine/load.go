@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/client"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -39,7 +40,7 @@ type LoadResult struct {
 // come from the tarball's manifest.json and config blobs (the load stream
 // names no IDs when the tarball has tags), checked with ImageInspect.
 func Load(ctx context.Context, cli Client, tarPath string, log *logrus.Entry) (LoadResult, error) {
-	log = orDiscard(log)
+	log = logging.OrDiscard(log)
 	images, err := readSaveManifest(ctx, tarPath)
 	if err != nil {
 		return LoadResult{}, fmt.Errorf("load %s: %w", tarPath, err)
@@ -270,7 +271,7 @@ type LoadOptions struct {
 // else), with zstd layers decompressed for daemons before Docker 23, which
 // cannot load zstd.
 func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOptions, log *logrus.Entry) (Base, error) {
-	l := &folderLoad{ctx: ctx, cli: cli, f: f, log: orDiscard(log), what: f.Ref()}
+	l := &folderLoad{ctx: ctx, cli: cli, f: f, log: logging.OrDiscard(log), what: f.Ref()}
 	if l.what == "" {
 		l.what = "(unnamed)"
 	}
@@ -306,13 +307,13 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOpti
 	}
 	if b.Repository == "" {
 		// The caller warns when a name was needed (not for params.load).
-		l.log.Infof("loaded base image %s without a name (the folder names no repository and tag)", ShortID(b.ID))
+		l.log.Infof("loaded base image %s without a name (the folder names no repository and tag)", logging.ShortID(b.ID))
 		return b, nil
 	}
 	if err := Tag(ctx, cli, b.ID, b.Repository, b.Tag); err != nil {
 		return Base{}, fmt.Errorf("load base %s: %w", l.what, err)
 	}
-	l.log.Infof("loaded base image %s (%s)", b.Ref(), ShortID(b.ID))
+	l.log.Infof("loaded base image %s (%s)", b.Ref(), logging.ShortID(b.ID))
 	return b, nil
 }
 
@@ -392,7 +393,7 @@ func (l *folderLoad) configToLoad(raw []byte, platform *v1.Platform, folderID st
 		return raw, nil
 	}
 	l.log.Infof("base %s: its config names no os/architecture, so BuildKit would not take it for FROM (it would go to the registry for it); loading it as %s with the build platform %s (the same layers; the folder's image is %s)",
-		l.what, ShortID(digestOf(filled)), platformString(*platform), ShortID(folderID))
+		l.what, logging.ShortID(digestOf(filled)), platformString(*platform), logging.ShortID(folderID))
 	return filled, nil
 }
 
@@ -468,16 +469,7 @@ func zstdLoads(ctx context.Context, cli Client) bool {
 // Tag names image (an ID or a name) repo:tag.
 func Tag(ctx context.Context, cli Client, image, repo, tag string) error {
 	if err := cli.ImageTag(ctx, image, repo+":"+tag); err != nil {
-		return fmt.Errorf("tag %s as %s:%s: %w", ShortID(image), repo, tag, err)
+		return fmt.Errorf("tag %s as %s:%s: %w", logging.ShortID(image), repo, tag, err)
 	}
 	return nil
-}
-
-// ShortID is the 12-hex-digit form of an image ID; other strings unchanged.
-func ShortID(id string) string {
-	s := strings.TrimPrefix(id, "sha256:")
-	if len(s) == 64 && s != id {
-		return s[:12]
-	}
-	return id
 }

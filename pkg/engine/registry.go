@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 	"github.com/sirupsen/logrus"
@@ -21,7 +22,7 @@ var ErrNotFound = errors.New("not found in the registry")
 // Pull pulls ref ("repo:tag") with the credentials auth has for its registry
 // and returns the pulled image's ID.
 func Pull(ctx context.Context, cli Client, ref string, auth RegistryAuth, log *logrus.Entry) (string, error) {
-	log = orDiscard(log)
+	log = logging.OrDiscard(log)
 	header, err := auth.Header(ref)
 	if err != nil {
 		return "", fmt.Errorf("pull %s: %w", ref, err)
@@ -77,7 +78,7 @@ var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 // in order, with the credentials auth has for repo's registry. A push that
 // reports no digest fails.
 func Push(ctx context.Context, cli Client, img, repo string, tags []string, auth RegistryAuth, log *logrus.Entry) ([]PushResult, error) {
-	log = orDiscard(log)
+	log = logging.OrDiscard(log)
 	if len(tags) == 0 {
 		return nil, fmt.Errorf("push %s: no tags given", repo)
 	}
@@ -133,7 +134,7 @@ func pushTag(ctx context.Context, cli Client, ref, tag string, auth RegistryAuth
 // Import makes an image of a root filesystem tarball (plain or compressed)
 // named repo:tag, and returns its ID.
 func Import(ctx context.Context, cli Client, rootfsTar, repo, tag string, log *logrus.Entry) (string, error) {
-	log = orDiscard(log)
+	log = logging.OrDiscard(log)
 	ref := repo + ":" + tag
 	f, err := os.Open(rootfsTar)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/docker/go-units"
 	"github.com/sirupsen/logrus"
 )
@@ -110,7 +111,7 @@ type streamReader struct {
 }
 
 func newStreamReader(log *logrus.Entry) *streamReader {
-	return &streamReader{log: orDiscard(log), layers: map[string]string{}}
+	return &streamReader{log: logging.OrDiscard(log), layers: map[string]string{}}
 }
 
 func (s *streamReader) handle(m message) error {
@@ -232,15 +233,6 @@ func (s *streamReader) output() []string {
 
 func (s *streamReader) result() StreamResult {
 	return StreamResult{Aux: s.aux, Output: s.output()}
-}
-
-func orDiscard(log *logrus.Entry) *logrus.Entry {
-	if log != nil {
-		return log
-	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return logrus.NewEntry(l)
 }
 
 // readBody reads a stream body and closes it.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -51,7 +52,7 @@ type ExtractOptions struct {
 func ExtractRootfs(ctx context.Context, img v1.Image, dest string, o ExtractOptions) (err error) {
 	log := o.Log
 	if log == nil {
-		log = discardLog()
+		log = logging.Discard()
 	}
 	if err := checkDest(dest); err != nil {
 		return err
@@ -87,7 +88,7 @@ func ExtractRootfs(ctx context.Context, img v1.Image, dest string, o ExtractOpti
 		if err != nil {
 			return fmt.Errorf("extract layer %s: %w", dg, err)
 		}
-		log.Infof("extracted layer %d/%d %s (%d entries) in %s", i+1, len(layers), shortDigest(dg), n, time.Since(ls).Round(time.Millisecond))
+		log.Infof("extracted layer %d/%d %s (%d entries) in %s", i+1, len(layers), logging.ShortDigest(dg.String()), n, time.Since(ls).Round(time.Millisecond))
 	}
 	if err := x.finish(); err != nil {
 		return err
@@ -764,18 +765,4 @@ func shortName(n string) string {
 		return n[:200] + "..."
 	}
 	return n
-}
-
-func discardLog() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return logrus.NewEntry(l)
-}
-
-func shortDigest(h v1.Hash) string {
-	hx := h.Hex
-	if len(hx) > 12 {
-		hx = hx[:12]
-	}
-	return h.Algorithm + ":" + hx
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,7 +116,7 @@ func BenchmarkExtractSymlinkChain(b *testing.B) {
 			img := imageOfEntries(b, lower, upper)
 			for range b.N {
 				dest := filepath.Join(b.TempDir(), "rootfs")
-				x, err := newExtractor(b.TempDir(), b.TempDir(), false, discardLog())
+				x, err := newExtractor(b.TempDir(), b.TempDir(), false, logging.Discard())
 				if err != nil {
 					b.Fatal(err)
 				}

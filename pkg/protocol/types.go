@@ -1,8 +1,12 @@
 // Package protocol owns the Concourse wire format of this resource: the
 // request and response types of check, in and out, their strict decoding,
 // defaults and validation. It is the only package that knows the JSON names of
-// source and params fields.
+// source and params fields, but for the ca_certs and client_certs entries:
+// their one type is pkg/certs's, which the registry client and the put's
+// dockerd take as they are.
 package protocol
+
+import "github.com/concourse-docker/docker-image-resource/pkg/certs"
 
 // Source is the resource's `source` configuration, shared by all three verbs.
 type Source struct {
@@ -17,10 +21,10 @@ type Source struct {
 	AWSSecretAccessKey string `json:"aws_secret_access_key"`
 	AWSSessionToken    string `json:"aws_session_token"`
 
-	InsecureRegistries []string     `json:"insecure_registries"`
-	RegistryMirror     string       `json:"registry_mirror"`
-	CACerts            []CACert     `json:"ca_certs"`
-	ClientCerts        []ClientCert `json:"client_certs"`
+	InsecureRegistries []string           `json:"insecure_registries"`
+	RegistryMirror     string             `json:"registry_mirror"`
+	CACerts            []certs.CA         `json:"ca_certs"`
+	ClientCerts        []certs.ClientCert `json:"client_certs"`
 
 	// Pointers tell "not set" (default) from an explicit, invalid 0.
 	MaxConcurrentDownloads *int `json:"max_concurrent_downloads"`
@@ -38,19 +42,6 @@ type PrivateRegistry struct {
 	Registry string `json:"registry"`
 	Username string `json:"username"`
 	Password string `json:"password"`
-}
-
-// CACert is an entry of ca_certs.
-type CACert struct {
-	Domain string `json:"domain"`
-	Cert   string `json:"cert"`
-}
-
-// ClientCert is an entry of client_certs.
-type ClientCert struct {
-	Domain string `json:"domain"`
-	Cert   string `json:"cert"`
-	Key    string `json:"key"`
 }
 
 // Platform selects one image of a multi-platform index.

@@ -13,6 +13,7 @@ import (
 	"regexp"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
+	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
 	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -176,7 +177,7 @@ func (b *base) verify(ctx context.Context) error {
 			return err
 		}
 		h := sha256.New()
-		_, err = io.Copy(h, ctxReader{ctx, rc})
+		_, err = io.Copy(h, ctxio.Reader(ctx, rc))
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("hashing layer %s: %w", l.diffID, err)
@@ -189,19 +190,6 @@ func (b *base) verify(ctx context.Context) error {
 	}
 	b.verified = true
 	return nil
-}
-
-// ctxReader stops a long read when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func sha256Hash(b []byte) v1.Hash {

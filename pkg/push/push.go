@@ -22,9 +22,9 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
@@ -137,12 +137,7 @@ const emptyLayer = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfa
 
 // Push pushes o.Image to o.Repository under every tag.
 func Push(ctx context.Context, o Options) (*Result, error) {
-	log := o.Log
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
+	log := logging.OrDiscard(o.Log)
 	if len(o.Tags) == 0 {
 		return nil, errors.New("push: no tags given")
 	}
@@ -221,7 +216,7 @@ func sendBaseBlobs(ctx context.Context, o Options, target name.Repository, p *la
 	var sv *saved
 	if p.self == nil {
 		log.Infof("push: %d of %d layers are original blobs of the bases; streaming image %s out of the daemon for the config and %d new layer%s",
-			len(p.diffIDs)-len(p.fresh), len(p.diffIDs), short(p.id), len(p.fresh), plural(len(p.fresh)))
+			len(p.diffIDs)-len(p.fresh), len(p.diffIDs), logging.ShortID(p.id), len(p.fresh), plural(len(p.fresh)))
 		g.Go(func() error {
 			var err error
 			sv, err = streamSave(gctx, o.Daemon, p.id, p.known, dir)
@@ -242,7 +237,7 @@ func sendBaseBlobs(ctx context.Context, o Options, target name.Repository, p *la
 // time), whose layers must be the ones the daemon reported.
 func imageConfig(p *layerPlan, sv *saved, res *Result, log *logrus.Entry) ([]byte, error) {
 	if p.self != nil {
-		log.Infof("push: image %s is the base %s itself: every blob is the original", short(p.id), p.self.repo)
+		log.Infof("push: image %s is the base %s itself: every blob is the original", logging.ShortID(p.id), p.self.repo)
 		return p.self.config, nil
 	}
 	res.Save = sv.took
@@ -474,19 +469,11 @@ func notPulled(ctx context.Context, d Daemon, self string, fresh []v1.Hash) erro
 		}
 		for _, l := range ins.RootFS.Layers {
 			if want[l] {
-				return needsDaemon("layer %s came from %s, which the daemon pulled: only the daemon knows its compressed blob", short(l), s.RepoDigests[0])
+				return needsDaemon("layer %s came from %s, which the daemon pulled: only the daemon knows its compressed blob", logging.ShortID(l), s.RepoDigests[0])
 			}
 		}
 	}
 	return nil
-}
-
-func short(id string) string {
-	s := strings.TrimPrefix(id, "sha256:")
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
 }
 
 func plural(n int) string {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
+	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 )
@@ -80,7 +81,7 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 		return nil, fmt.Errorf("docker save %s: %w", imageID, err)
 	}
 	defer rc.Close()
-	counted := &countingReader{r: ctxReader{ctx, rc}}
+	counted := &countingReader{r: ctxio.Reader(ctx, rc)}
 
 	entries := map[string]*saveEntry{}
 	defer func() {
@@ -325,7 +326,7 @@ func compress(ctx context.Context, e *saveEntry, dir string) (*freshLayer, error
 	cw := &countingWriter{w: io.MultiWriter(hs, bw)}
 	zw, err := gzip.NewWriterLevel(cw, gzipLevel)
 	if err == nil {
-		_, err = io.Copy(zw, ctxReader{ctx, src})
+		_, err = io.Copy(zw, ctxio.Reader(ctx, src))
 	}
 	if err == nil {
 		err = zw.Close()

@@ -8,12 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/concourse-docker/docker-image-resource/pkg/certs"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/retry"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -36,8 +38,8 @@ type Options struct {
 	Additional  map[string]authn.Basic
 	Insecure    []string // host[:port] or CIDR: plain http or unverified TLS allowed
 	Mirror      string   // URL of a Docker Hub mirror
-	CACerts     []CA
-	ClientCerts []ClientCert
+	CACerts     []certs.CA
+	ClientCerts []certs.ClientCert
 	UserAgent   string
 	Jobs        int // parallel blob transfers of one image (default 4)
 	// Retry is the policy of every request; fields left at zero are
@@ -55,20 +57,7 @@ type Options struct {
 	Hosts map[string]string
 }
 
-// CA is a PEM CA certificate for a registry domain.
-type CA struct{ Domain, PEM string }
-
-// ClientCert is a PEM certificate and key for mutual TLS with a registry.
-type ClientCert struct{ Domain, Cert, Key string }
-
-func (o *Options) log() *logrus.Entry {
-	if o.Log != nil {
-		return o.Log
-	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return logrus.NewEntry(l)
-}
+func (o *Options) log() *logrus.Entry { return logging.OrDiscard(o.Log) }
 
 // Client reads from and writes to registries for one resource configuration.
 type Client struct {

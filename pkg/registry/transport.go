@@ -49,7 +49,7 @@ func buildTransport(o *Options, ins *insecureSet) (http.RoundTripper, error) {
 		pool = x509.NewCertPool()
 	}
 	for _, ca := range o.CACerts {
-		if !pool.AppendCertsFromPEM([]byte(ca.PEM)) {
+		if !pool.AppendCertsFromPEM([]byte(ca.Cert)) {
 			return nil, fmt.Errorf("ca_certs entry for %s holds no usable PEM certificate", ca.Domain)
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/download"
-	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/imagefs"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -66,7 +66,7 @@ func get(ctx context.Context, env Env, s *session, dest string, req *protocol.In
 			return nil, noSpace(dest, err)
 		}
 		files["image-id"] = id
-		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag, "image", engine.ShortID(id))
+		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag, "image", logging.ShortID(id))
 	} else {
 		s.log.Infof("skip_download: writing only repository, tag and digest")
 		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag)
@@ -150,7 +150,7 @@ func resolveImage(ctx context.Context, s *session, reg *registry.Client, req *pr
 	if err != nil {
 		return nil, "", fmt.Errorf("fetch image %s: %w", ref, reg.Explain(err))
 	}
-	s.log.Infof("fetching %s (image %s)", ref, engine.ShortID(cfgName.String()))
+	s.log.Infof("fetching %s (image %s)", ref, logging.ShortID(cfgName.String()))
 	return img, cfgName.String(), nil
 }
 

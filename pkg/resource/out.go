@@ -11,6 +11,7 @@ import (
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -106,7 +107,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 		return nil, fmt.Errorf("push %s: %w", plan.repository, err)
 	}
 	s.log.Infof("pushed %s:%s as %s", plan.repository, strings.Join(plan.tags, ", :"), digest)
-	meta := protocol.Metadata("image", engine.ShortID(imageID), "tags", strings.Join(plan.tags, " "))
+	meta := protocol.Metadata("image", logging.ShortID(imageID), "tags", strings.Join(plan.tags, " "))
 	return &protocol.Response{Version: protocol.Version{Digest: digest}, Metadata: timing.report(s, append(meta, pushMeta...))}, nil
 }
 
@@ -206,7 +207,7 @@ func warnUnnamed(s *session, param, dir string, f *baseimage.Folder, b engine.Ba
 	}
 	s.log.Warnf("params.%s %s (%s) is loaded as image %s without a name: nothing in the folder says which name a Dockerfile's FROM uses, "+
 		"so FROM cannot refer to it by name (it would be pulled). Name it with the object form {path: %s, repository: ..., tag: ...}.%s",
-		param, dir, f.Origin, engine.ShortID(b.ID), dir, use)
+		param, dir, f.Origin, logging.ShortID(b.ID), dir, use)
 }
 
 func startDaemon(ctx context.Context, env Env, s *session, src protocol.Source) (*daemon.Daemon, error) {
@@ -218,12 +219,8 @@ func startDaemon(ctx context.Context, env Env, s *session, src protocol.Source) 
 		RegistryMirror:         src.RegistryMirror,
 		Log:                    s.log,
 		Getenv:                 env.Getenv,
-	}
-	for _, c := range src.CACerts {
-		o.CACerts = append(o.CACerts, daemon.CA{Domain: c.Domain, PEM: c.Cert})
-	}
-	for _, c := range src.ClientCerts {
-		o.ClientCerts = append(o.ClientCerts, daemon.ClientCert{Domain: c.Domain, Cert: c.Cert, Key: c.Key})
+		CACerts:                src.CACerts,
+		ClientCerts:            src.ClientCerts,
 	}
 	env.Hooks.daemon(&o)
 	return daemon.Start(ctx, o)

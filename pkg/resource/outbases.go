@@ -7,6 +7,7 @@ import (
 
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/usercheck"
 	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -96,7 +97,7 @@ func checkBaseUsers(ctx context.Context, cli *client.Client, srcDir string, plan
 		}
 		ins, err := cli.ImageInspect(ctx, b.ID)
 		if err != nil {
-			return fmt.Errorf("%s: inspecting the loaded image %s: %w", b.param, engine.ShortID(b.ID), err)
+			return fmt.Errorf("%s: inspecting the loaded image %s: %w", b.param, logging.ShortID(b.ID), err)
 		}
 		ub := &usercheck.Base{Ref: b.Ref(), Param: b.param}
 		if c := ins.Config; c != nil {
@@ -160,7 +161,7 @@ func checkNameClaims(claims []nameClaim) error {
 		if prev.id != c.id {
 			return fmt.Errorf("%s and %s both name their image %s, but hold different images (%s and %s): a FROM can use only one of them. "+
 				"Name one of them differently with the object form {path: ..., repository: ..., tag: ...}, or leave it out",
-				prev.param, c.param, c.ref, engine.ShortID(prev.id), engine.ShortID(c.id))
+				prev.param, c.param, c.ref, logging.ShortID(prev.id), logging.ShortID(c.id))
 		}
 	}
 	return nil

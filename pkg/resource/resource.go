@@ -156,23 +156,19 @@ func secretsOf(src *protocol.Source) []string {
 // registryClient builds the registry client for a source.
 func registryClient(env Env, src *protocol.Source, log *logrus.Entry) (*registry.Client, error) {
 	o := registry.Options{
-		Username:   src.Username,
-		Password:   src.Password,
-		Insecure:   src.InsecureRegistries,
-		Mirror:     src.RegistryMirror,
-		UserAgent:  "docker-image-resource/" + Version,
-		Jobs:       src.Downloads(),
-		Log:        log,
-		Additional: map[string]authn.Basic{},
+		Username:    src.Username,
+		Password:    src.Password,
+		Insecure:    src.InsecureRegistries,
+		Mirror:      src.RegistryMirror,
+		UserAgent:   "docker-image-resource/" + Version,
+		Jobs:        src.Downloads(),
+		Log:         log,
+		Additional:  map[string]authn.Basic{},
+		CACerts:     src.CACerts,
+		ClientCerts: src.ClientCerts,
 	}
 	for _, r := range src.AdditionalPrivateRegistries {
 		o.Additional[r.Registry] = authn.Basic{Username: r.Username, Password: r.Password}
-	}
-	for _, c := range src.CACerts {
-		o.CACerts = append(o.CACerts, registry.CA{Domain: c.Domain, PEM: c.Cert})
-	}
-	for _, c := range src.ClientCerts {
-		o.ClientCerts = append(o.ClientCerts, registry.ClientCert{Domain: c.Domain, Cert: c.Cert, Key: c.Key})
 	}
 	env.Hooks.registry(&o)
 	return registry.New(o)

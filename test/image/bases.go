@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/docker/docker/api/types/build"
 	"github.com/sirupsen/logrus"
 )
@@ -120,7 +121,7 @@ func Minbase(ctx context.Context, o MinbaseOptions) (string, error) {
 	if o.Mirror == "" {
 		o.Mirror = AptMirror()
 	}
-	log := orDiscard(o.Log)
+	log := logging.OrDiscard(o.Log)
 	key := hashStrings(minbaseScheme, Suite, o.Mirror, runtime.GOARCH)
 	out := filepath.Join(o.CacheDir, fmt.Sprintf("minbase-%s-%s.tar", Suite, key[:16]))
 	if fi, err := os.Stat(out); err == nil && time.Since(fi.ModTime()) < minbaseMaxAge {
@@ -325,7 +326,7 @@ func (b BuilderInputs) Key() (string, error) {
 // import) and builds names.Builder from it with the toolchain, CA bundle and
 // go settings of in.
 func ImportBases(ctx context.Context, cli engine.Client, minbaseTar string, in BuilderInputs, names BaseNames, log *logrus.Entry) error {
-	log = orDiscard(log)
+	log = logging.OrDiscard(log)
 	repo, tag := splitRef(names.Runtime)
 	if _, err := engine.Import(ctx, cli, minbaseTar, repo, tag, log); err != nil {
 		return fmt.Errorf("runtime base: %w", err)
@@ -481,13 +482,4 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func orDiscard(l *logrus.Entry) *logrus.Entry {
-	if l != nil {
-		return l
-	}
-	lg := logrus.New()
-	lg.SetOutput(io.Discard)
-	return logrus.NewEntry(lg)
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/docker/docker/client"
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
@@ -150,7 +151,7 @@ type BuildOptions struct {
 // Build builds repo's Dockerfile with the classic builder (the context tar
 // honours .dockerignore) and returns the image ID.
 func Build(ctx context.Context, cli engine.Client, o BuildOptions, log *logrus.Entry) (string, error) {
-	log = orDiscard(log)
+	log = logging.OrDiscard(log)
 	args := map[string]string{"VERSION": o.Version}
 	for k, v := range o.BuildArgs {
 		args[k] = v
@@ -162,7 +163,7 @@ func Build(ctx context.Context, cli engine.Client, o BuildOptions, log *logrus.E
 	if err != nil {
 		return "", err
 	}
-	log.Infof("built %s (%s) in %s", o.Tag, engine.ShortID(res.ID), time.Since(t0).Round(time.Second))
+	log.Infof("built %s (%s) in %s", o.Tag, logging.ShortID(res.ID), time.Since(t0).Round(time.Second))
 	return res.ID, nil
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
@@ -158,7 +159,7 @@ func startEnv(t *testing.T, ctx context.Context, imageTar string) *env {
 		t.Fatalf("loading the image: %v (%d images)", err, len(res.Images))
 	}
 	e.image = res.Images[0].ID
-	t.Logf("image %s loaded into dockerd %s in %s", engine.ShortID(e.image), d.Version(), time.Since(t0).Round(100*time.Millisecond))
+	t.Logf("image %s loaded into dockerd %s in %s", logging.ShortID(e.image), d.Version(), time.Since(t0).Round(100*time.Millisecond))
 	if _, err := e.cli.NetworkCreate(ctx, netName, network.CreateOptions{Driver: "bridge"}); err != nil {
 		t.Fatalf("creating network %s: %v", netName, err)
 	}

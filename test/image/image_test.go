@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/api/types/mount"
@@ -94,7 +94,7 @@ func TestImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("SIZE image %s: %.1f MB uncompressed, %d layers", engine.ShortID(e.image), float64(ins.Size)/1e6, len(ins.RootFS.Layers))
+		t.Logf("SIZE image %s: %.1f MB uncompressed, %d layers", logging.ShortID(e.image), float64(ins.Size)/1e6, len(ins.RootFS.Layers))
 		labels := ins.Config.Labels
 		if labels["org.opencontainers.image.version"] != imageVersion || !strings.HasPrefix(labels["org.opencontainers.image.source"], "https://") {
 			t.Errorf("labels %v", labels)
