@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"regexp"
-	"strings"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	cerrdefs "github.com/containerd/errdefs"
@@ -53,14 +53,7 @@ func isNotFound(err error) bool {
 		return true
 	}
 	var se *StreamError
-	if errors.As(err, &se) {
-		// Registry error codes MANIFEST_UNKNOWN and NAME_UNKNOWN, as the
-		// daemon words them; a missing blob is not a miss but a broken image.
-		m := strings.ToLower(se.Message)
-		return strings.Contains(m, "manifest unknown") || strings.Contains(m, "name unknown") ||
-			strings.HasPrefix(m, "manifest for ") && strings.Contains(m, " not found")
-	}
-	return false
+	return errors.As(err, &se) && se.Status == http.StatusNotFound
 }
 
 // PushResult is what the registry holds for one pushed tag.

@@ -151,12 +151,20 @@ func streamError(m message, output []string) *StreamError {
 // it in a pull or push failure: dockerd passes the registry's error on as
 // text (errorDetail.code stays 0), either its error code
 // ("toomanyrequests: ...") or the status line ("received unexpected HTTP
-// status: 429 Too Many Requests"). Only a rate limit is recognised: it is
+// status: 429 Too Many Requests"). Two answers are recognised: a rate limit,
 // the one answer dockerd gives up on at once (it retries 5xx and network
-// errors itself) and the put retries.
+// errors itself) and the put retries; and a missing tag or repository
+// (registry codes MANIFEST_UNKNOWN and NAME_UNKNOWN, or dockerd's own
+// "manifest for <ref> not found"), which a pull reports as a miss. A missing
+// blob is not a miss but a broken image, so it stays 0.
 func registryStatus(msg string) int {
-	if strings.Contains(msg, "toomanyrequests") || strings.Contains(msg, "429 Too Many Requests") {
+	m := strings.ToLower(msg)
+	switch {
+	case strings.Contains(m, "toomanyrequests") || strings.Contains(m, "429 too many requests"):
 		return http.StatusTooManyRequests
+	case strings.Contains(m, "manifest unknown") || strings.Contains(m, "name unknown") ||
+		strings.HasPrefix(m, "manifest for ") && strings.Contains(m, " not found"):
+		return http.StatusNotFound
 	}
 	return 0
 }

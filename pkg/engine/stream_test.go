@@ -115,7 +115,8 @@ func TestIsNotFound(t *testing.T) {
 		"blob unknown: blob unknown to registry":                           false,
 		"filesystem layer verification failed: not found":                  false,
 	} {
-		if got := isNotFound(&StreamError{Message: msg}); got != want {
+		// As the stream reader makes it from dockerd's error message.
+		if got := isNotFound(streamError(message{Error: msg}, nil)); got != want {
 			t.Errorf("isNotFound(%q) = %v", msg, got)
 		}
 	}

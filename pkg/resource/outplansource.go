@@ -210,6 +210,7 @@ func buildArgs(env Env, params *protocol.OutParams, abs func(string) string) (ma
 	if params.BuildArgsFile != "" {
 		m, err := readScalarMap(abs(params.BuildArgsFile))
 		if err != nil {
+			//lint:ignore ST1005 the old resource's words, which users search logs for
 			return nil, fmt.Errorf("Failed to parse build_args_file (%s): %w", params.BuildArgsFile, err)
 		}
 		for k, v := range m {
@@ -237,6 +238,7 @@ func labels(params *protocol.OutParams, abs func(string) string) (map[string]str
 	if params.LabelsFile != "" {
 		m, err := readScalarMap(abs(params.LabelsFile))
 		if err != nil {
+			//lint:ignore ST1005 the old resource's words, which users search logs for
 			return nil, fmt.Errorf("Failed to parse labels_file (%s): %w", params.LabelsFile, err)
 		}
 		out = m

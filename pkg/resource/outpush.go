@@ -24,7 +24,7 @@ import (
 func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, cli *client.Client, plan *putPlan, imageID string) (string, []protocol.MetadataField, error) {
 	why := ""
 	switch plan.source {
-	case "build", "load":
+	case sourceBuild, sourceLoad:
 		reg, err := registryClient(env, src, s.log)
 		if err != nil {
 			return "", nil, err
@@ -34,7 +34,7 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, c
 		for _, f := range slices.Concat(plan.baseFolders, plan.cacheFolders) {
 			bases = append(bases, f.Dir)
 		}
-		if plan.source == "load" {
+		if plan.source == sourceLoad {
 			bases = append(bases, plan.path)
 		}
 		res, err := push.Push(ctx, push.Options{

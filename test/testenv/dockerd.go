@@ -142,9 +142,6 @@ func (d *Dockerd) Client() *client.Client { return d.daemon.Client() }
 // Pid is dockerd's process id.
 func (d *Dockerd) Pid() int { return d.daemon.Pid() }
 
-// LogTail returns the last n lines of dockerd's log.
-func (d *Dockerd) LogTail(n int) string { return d.daemon.LogTail(n) }
-
 func (d *Dockerd) cleanup(t testing.TB) {
 	if err := d.Stop(); err != nil {
 		t.Errorf("testenv: %v", err)
