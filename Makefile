@@ -87,5 +87,13 @@ IMAGE_FLAGS ?= $(if $(LOCAL_BASES),-local-bases)
 image: $(if $(LOCAL_BASES),deps)
 	$(GO) run ./scripts/build-image -tag '$(IMAGE)' -version '$(VERSION)' -revision '$(REVISION)' $(IMAGE_FLAGS)
 
+# The ten most complex and the ten longest functions in pkg/ (issue 13:
+# none over complexity 20 or 80 lines). gocyclo comes from the module proxy.
+GOCYCLO ?= github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
+.PHONY: metrics
+metrics:
+	@echo "complexity (gocyclo):"; $(GO) run $(GOCYCLO) -top 10 pkg
+	@echo "lines:"; $(GO) run ./scripts/funclen -top 10 pkg
+
 clean:
 	rm -rf bin

@@ -312,7 +312,9 @@ func (c *Client) headDigest(ctx context.Context, ref name.Reference, origin name
 	case errors.As(err, &te) && te.StatusCode == http.StatusNotFound && te.Request != nil && firstRequest(te.Request).URL.Path == "/v2/":
 		return v1.Hash{}, c.notFound(ctx, ref, err) // the ping's 404: no registry there
 	case errors.As(err, &te) && te.StatusCode == http.StatusNotFound,
-		// Some registries answer HEAD without Docker-Content-Digest.
+		// Some registries answer HEAD without Docker-Content-Digest;
+		// go-containerregistry says so only in an untyped error's text
+		// ("response did not include ... header"), so the text it is.
 		strings.Contains(err.Error(), "did not include"):
 		// A HEAD's 404 has no body to tell a registry's answer from a web
 		// page's; the GET's has (and hashes the manifest when HEAD gave no
