@@ -15,6 +15,7 @@ require (
 	github.com/moby/buildkit v0.26.3
 	github.com/moby/patternmatcher v0.6.0
 	github.com/sirupsen/logrus v1.10.2
+	github.com/vbatts/tar-split v0.12.2
 	golang.org/x/sync v0.23.0
 	golang.org/x/sys v0.48.0
 )

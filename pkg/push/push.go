@@ -67,8 +67,21 @@ type Options struct {
 	// TempDir holds new layers while they are compressed (default: the
 	// system's).
 	TempDir string
-	Log     *logrus.Entry
+	// LayerStore, when set, is the daemon's layer store on disk, for a
+	// daemon the caller started and owns: the config and new layers are
+	// read there instead of streaming the whole image out of the daemon.
+	// Nil: the save stream.
+	LayerStore *LayerStore
+	Log        *logrus.Entry
 }
+
+// Source is where Push read the config and the new layers.
+type Source string
+
+const (
+	FromLayerStore Source = "dockerd's layer store"
+	FromSaveStream Source = "the daemon's save stream"
+)
 
 // BlobStats counts blobs and their bytes.
 type BlobStats struct {
@@ -98,9 +111,14 @@ type Result struct {
 	Uploaded, Existing, Mounted BlobStats
 	// Manifests is the number of manifest PUTs (one per tag).
 	Manifests int
-	// Save is the time to stream the image out of the daemon (zero when the
-	// image was a base); base blobs go to the registry meanwhile. Upload is
-	// the time after it: new layers, config, manifests. Took is the whole.
+	// From is where the config and new layers were read (empty when the
+	// image was a base).
+	From Source
+	// Save is the time to get the config and new layers out of the daemon
+	// (zero when the image was a base), a layer store attempt that fell
+	// back to the save stream included; base blobs go to the registry
+	// meanwhile. Upload is the time after it: new layers, config,
+	// manifests. Took is the whole.
 	Save, Upload, Took time.Duration
 }
 
@@ -192,10 +210,9 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 }
 
 // sendBaseBlobs does three things at once: the bases' media types and
-// digest checks (disk, maybe the network), the daemon's save stream (it
-// spends seconds before its first byte; nil when the image is a base
-// itself), and the base blobs, which need neither: skipped, mounted or
-// uploaded as they are.
+// digest checks (disk, maybe the network), the config and new layers out of
+// the daemon (newLayers; nil when the image is a base itself), and the base
+// blobs, which need neither: skipped, mounted or uploaded as they are.
 func sendBaseBlobs(ctx context.Context, o Options, target name.Repository, p *layerPlan, w *writer, dir string, log *logrus.Entry) (*saved, error) {
 	early := w.baseLayers(p) // before verify may fill in digests
 	g, gctx := errgroup.WithContext(ctx)
@@ -215,14 +232,9 @@ func sendBaseBlobs(ctx context.Context, o Options, target name.Repository, p *la
 	g.Go(func() error { return w.upload(gctx, early) })
 	var sv *saved
 	if p.self == nil {
-		log.Infof("push: %d of %d layers are original blobs of the bases; streaming image %s out of the daemon for the config and %d new layer%s",
-			len(p.diffIDs)-len(p.fresh), len(p.diffIDs), logging.ShortID(p.id), len(p.fresh), plural(len(p.fresh)))
 		g.Go(func() error {
 			var err error
-			sv, err = streamSave(gctx, o.Daemon, p.id, p.known, dir)
-			if errors.Is(err, errFormat) {
-				return needsDaemon("%v (no manifest was written)", err)
-			}
+			sv, err = newLayers(gctx, o, p, dir, log)
 			return err
 		})
 	}
@@ -232,23 +244,74 @@ func sendBaseBlobs(ctx context.Context, o Options, target name.Repository, p *la
 	return sv, nil
 }
 
+// newLayers gets the config and the new layers out of the daemon, and is
+// the one place that decides from where: dockerd's layer store on disk when
+// the caller owns the daemon (o.LayerStore) and the store has them, which
+// costs only the new layers; else, or when what the store gives is not
+// exactly the image, the daemon's save stream of the whole image (base
+// layers included: seconds per GiB of base).
+func newLayers(ctx context.Context, o Options, p *layerPlan, dir string, log *logrus.Entry) (*saved, error) {
+	start := time.Now()
+	head := fmt.Sprintf("push: %d of %d layers are original blobs of the bases; ", len(p.diffIDs)-len(p.fresh), len(p.diffIDs))
+	if o.LayerStore != nil {
+		sv, err := readStore(ctx, o.LayerStore, p, dir, func(n int) {
+			log.Infof(head+"reading %d new layer%s and the config from dockerd's layer store (no image stream)", n, plural(n))
+		})
+		if err == nil {
+			sv.took = time.Since(start)
+			return sv, nil
+		}
+		if !errors.Is(err, errStore) {
+			return nil, err
+		}
+		log.Debugf("push: %v: streaming the image instead", err)
+	}
+	log.Infof(head+"streaming image %s out of the daemon for the config and %d new layer%s", logging.ShortID(p.id), len(p.fresh), plural(len(p.fresh)))
+	sv, err := streamSave(ctx, o.Daemon, p.id, p.known, dir)
+	if errors.Is(err, errFormat) {
+		return nil, needsDaemon("%v (no manifest was written)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sv.took = time.Since(start)
+	return sv, nil
+}
+
+// readStore finds the image in the layer store and, once every file is
+// there (announce says so with the number of new layers), reads it.
+func readStore(ctx context.Context, ls *LayerStore, p *layerPlan, dir string, announce func(int)) (*saved, error) {
+	si, err := ls.find(p.id, p.known)
+	if err != nil {
+		return nil, err
+	}
+	announce(len(si.layers))
+	return si.read(ctx, dir)
+}
+
 // imageConfig is the config to push: the base's own when the image is a
-// base, else the daemon's bytes from its save stream (res.Save is its
-// time), whose layers must be the ones the daemon reported.
+// base, else the daemon's bytes from newLayers (res.Save is its time),
+// whose layers must be the ones the daemon reported.
 func imageConfig(p *layerPlan, sv *saved, res *Result, log *logrus.Entry) ([]byte, error) {
 	if p.self != nil {
 		log.Infof("push: image %s is the base %s itself: every blob is the original", logging.ShortID(p.id), p.self.repo)
 		return p.self.config, nil
 	}
-	res.Save = sv.took
+	res.Save, res.From = sv.took, sv.from
 	var raw int64
 	for _, l := range sv.fresh {
 		raw += l.rawSize
 	}
-	log.Infof("push: streamed %s from the daemon in %s; %d new layer%s, %s uncompressed", units.HumanSize(float64(sv.streamed)),
-		sv.took.Round(10*time.Millisecond), len(sv.fresh), plural(len(sv.fresh)), units.HumanSize(float64(raw)))
+	took := sv.took.Round(10 * time.Millisecond)
+	if sv.from == FromLayerStore {
+		log.Infof("push: read the config and %d new layer%s (%s uncompressed) from dockerd's layer store in %s",
+			len(sv.fresh), plural(len(sv.fresh)), units.HumanSize(float64(raw)), took)
+	} else {
+		log.Infof("push: streamed %s from the daemon in %s; %d new layer%s, %s uncompressed", units.HumanSize(float64(sv.streamed)),
+			took, len(sv.fresh), plural(len(sv.fresh)), units.HumanSize(float64(raw)))
+	}
 	if !slices.Equal(sv.diffIDs, p.diffIDs) {
-		return nil, needsDaemon("the saved config's layers differ from the daemon's image inspect (no manifest was written)")
+		return nil, needsDaemon("the config's layers (from %s) differ from the daemon's image inspect (no manifest was written)", sv.from)
 	}
 	return sv.config, nil
 }

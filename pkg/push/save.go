@@ -31,13 +31,16 @@ const smallEntry = 1 << 20
 // implementation is about twice as fast at the same level.
 const gzipLevel = gzip.DefaultCompression
 
-// saved is the built image as the daemon's save stream carried it: the
-// config's exact bytes and, compressed, every layer no base holds.
+// saved is the built image as the daemon gave it (its save stream or its
+// layer store): the config's exact bytes and, compressed, every layer no
+// base holds.
 type saved struct {
 	config  []byte
 	diffIDs []v1.Hash
 	fresh   map[v1.Hash]*freshLayer
-	// streamed counts the stream's bytes; took is the time to read it.
+	from    Source
+	// streamed counts the bytes read (the save stream, or the new layers'
+	// tars); took is the time to read them.
 	streamed int64
 	took     time.Duration
 }
@@ -75,7 +78,6 @@ type saveEntry struct {
 // manifest.json, so both the classic layout (<id>/layer.tar) and the OCI one
 // of Docker 25+ (blobs/sha256/<hex>) work.
 func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash]bool, dir string) (*saved, error) {
-	start := time.Now()
 	rc, err := d.ImageSave(ctx, []string{imageID})
 	if err != nil {
 		return nil, fmt.Errorf("docker save %s: %w", imageID, err)
@@ -97,7 +99,7 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 	if err := readSaveStream(tar.NewReader(bufio.NewReaderSize(counted, 1<<20)), entries, known, dir, c); err != nil {
 		return nil, err
 	}
-	s := &saved{fresh: map[v1.Hash]*freshLayer{}, streamed: counted.n}
+	s := &saved{fresh: map[v1.Hash]*freshLayer{}, from: FromSaveStream, streamed: counted.n}
 
 	m, err := pickManifest(entries, imageID)
 	if err != nil {
@@ -117,7 +119,6 @@ func streamSave(ctx context.Context, d Daemon, imageID string, known map[v1.Hash
 		}
 		s.fresh[e.hash] = e.fresh
 	}
-	s.took = time.Since(start)
 	return s, nil
 }
 
@@ -317,6 +318,21 @@ func compress(ctx context.Context, e *saveEntry, dir string) (*freshLayer, error
 		return nil, err
 	}
 	defer src.Close()
+	l, err := gzipFile(dir, func(w io.Writer) error {
+		_, err := io.Copy(w, ctxio.Reader(ctx, src))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.diffID, l.rawSize = e.hash, e.size
+	return l, nil
+}
+
+// gzipFile compresses what fill writes into a new file in dir, hashing the
+// compressed bytes as they go: a freshLayer with path, digest and size set.
+// The file is removed when fill or the write fails.
+func gzipFile(dir string, fill func(io.Writer) error) (*freshLayer, error) {
 	f, err := os.CreateTemp(dir, "layer-*.tar.gz")
 	if err != nil {
 		return nil, err
@@ -326,7 +342,7 @@ func compress(ctx context.Context, e *saveEntry, dir string) (*freshLayer, error
 	cw := &countingWriter{w: io.MultiWriter(hs, bw)}
 	zw, err := gzip.NewWriterLevel(cw, gzipLevel)
 	if err == nil {
-		_, err = io.Copy(zw, ctxio.Reader(ctx, src))
+		err = fill(zw)
 	}
 	if err == nil {
 		err = zw.Close()
@@ -341,7 +357,7 @@ func compress(ctx context.Context, e *saveEntry, dir string) (*freshLayer, error
 		os.Remove(f.Name())
 		return nil, err
 	}
-	return &freshLayer{diffID: e.hash, digest: sum(hs), size: cw.n, rawSize: e.size, path: f.Name()}, nil
+	return &freshLayer{digest: sum(hs), size: cw.n, path: f.Name()}, nil
 }
 
 func sum(h hash.Hash) v1.Hash {
