@@ -86,7 +86,7 @@ func TestAbortGetWriting(t *testing.T) {
 			"source": source(reg, "abort/bigdev", map[string]any{"tag": "1"}), "version": map[string]any{"digest": devDigest},
 			"params": map[string]any{"rootfs": true},
 		}},
-		{"writing image", ".image.tmp-*", map[string]any{
+		{"writing rootfs/ and image", ".image.tmp-*", map[string]any{
 			"source": map[string]any{"repository": h.Host + "/abort/bigblob"}, "version": map[string]any{"digest": imageDigest.String()},
 			"params": map[string]any{"save": true},
 		}},

@@ -16,6 +16,7 @@ import (
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 // GetHeapLimit is the soft limit cmd/in gives the Go heap: the README
@@ -108,15 +109,14 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 	}
 	s.log.Debugf("download: %d layers, %d bytes in %s", stats.Layers, stats.Bytes, stats.Duration)
 
-	enterPhase(ctx, "writing rootfs/")
-	if err := imagefs.ExtractRootfs(ctx, local, filepath.Join(dest, "rootfs"), imagefs.ExtractOptions{Chown: os.Geteuid() == 0, Log: s.log}); err != nil {
-		return "", fmt.Errorf("write rootfs/: %w", err)
-	}
 	repoTag := src.Repository + ":" + src.TagOrDefault()
+	if err := writeRootfsAndImage(ctx, s, local, dest, repoTag, bool(params.Save)); err != nil {
+		return "", err
+	}
 	if err := writeImageFiles(local, dest, repoTag, ref); err != nil {
 		return "", err
 	}
-	if err := writeTarballs(ctx, s, local, dest, repoTag, params); err != nil {
+	if err := writeRootfsTar(ctx, s, local, dest, bool(params.Rootfs)); err != nil {
 		return "", err
 	}
 	s.log.Infof("fetched %s in %s", ref, since(start))
@@ -199,23 +199,52 @@ func writeImageFiles(local v1.Image, dest, repoTag, ref string) error {
 }
 
 // writeTarballs writes image (save: true) and rootfs.tar (rootfs: true).
-func writeTarballs(ctx context.Context, s *session, local v1.Image, dest, repoTag string, params *protocol.InParams) error {
-	if params.Save {
-		enterPhase(ctx, "writing image")
+// writeRootfsAndImage extracts rootfs/ and, with save: true, writes the
+// image tarball at the same time: one is mostly decompressing, the other
+// copying the downloaded blobs, so together they cost little more than
+// rootfs/ alone (issue 14: a get for a load_base should cost what
+// unpacking the layers once does).
+func writeRootfsAndImage(ctx context.Context, s *session, local v1.Image, dest, repoTag string, save bool) error {
+	if !save {
+		enterPhase(ctx, "writing rootfs/")
+		return extractRootfs(ctx, s, local, dest)
+	}
+	enterPhase(ctx, "writing rootfs/ and image")
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return extractRootfs(gctx, s, local, dest) })
+	g.Go(func() error {
 		phase := time.Now()
-		if err := imagefs.WriteSaveTarball(ctx, local, repoTag, filepath.Join(dest, "image")); err != nil {
+		if err := imagefs.WriteSaveTarball(gctx, local, repoTag, filepath.Join(dest, "image")); err != nil {
 			return fmt.Errorf("write image (save: true): %w", err)
 		}
 		s.log.Infof("image (docker load tarball, tagged %s) written in %s", repoTag, since(phase))
+		return nil
+	})
+	err := g.Wait()
+	if err != nil {
+		// A finished image beside a failed rootfs/ would look complete.
+		os.Remove(filepath.Join(dest, "image"))
 	}
-	if params.Rootfs {
-		enterPhase(ctx, "writing rootfs.tar")
-		phase := time.Now()
-		if err := imagefs.WriteRootfsTar(ctx, local, filepath.Join(dest, "rootfs.tar")); err != nil {
-			return fmt.Errorf("write rootfs.tar: %w", err)
-		}
-		s.log.Infof("rootfs.tar written in %s", since(phase))
+	return err
+}
+
+func extractRootfs(ctx context.Context, s *session, local v1.Image, dest string) error {
+	if err := imagefs.ExtractRootfs(ctx, local, filepath.Join(dest, "rootfs"), imagefs.ExtractOptions{Chown: os.Geteuid() == 0, Log: s.log}); err != nil {
+		return fmt.Errorf("write rootfs/: %w", err)
 	}
+	return nil
+}
+
+func writeRootfsTar(ctx context.Context, s *session, local v1.Image, dest string, rootfs bool) error {
+	if !rootfs {
+		return nil
+	}
+	enterPhase(ctx, "writing rootfs.tar")
+	phase := time.Now()
+	if err := imagefs.WriteRootfsTar(ctx, local, filepath.Join(dest, "rootfs.tar")); err != nil {
+		return fmt.Errorf("write rootfs.tar: %w", err)
+	}
+	s.log.Infof("rootfs.tar written in %s", since(phase))
 	return nil
 }
 
