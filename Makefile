@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/concourse-docker/docker-image-resource/pkg/resource.Version=$(VERSION)
 
 .PHONY: all build deps test unit e2e demo bench-get bench-push bench-builders clean
-.PHONY: bench
+.PHONY: bench bench-scale
 
 all: build
 
@@ -60,6 +60,20 @@ bench-get: deps
 # writes it to docs/benchmarks.md. BENCH_SCALE=0.1 for a quick, smaller run.
 bench: deps
 	BENCH_OUT=$(CURDIR)/docs/benchmarks.md $(GO) test -run '^$$' -bench '^BenchmarkSuite$$' -benchtime 1x -timeout 30m -v ./test/bench/
+
+# How the get and the put grow with the base (issue 14): bases of this
+# machine's files of 100 MiB, 400 MiB and 1 GiB; the get, the floor of
+# `tar -xzf` of its layers, puts with load_base, pulling FROM and with
+# cache: true; ten puts on one base. On the host's dockerd, then in the
+# resource image on its own (builds the image first, or takes it from the
+# cache). Writes both tables into docs/benchmarks.md, next to `make bench`'s.
+# Takes about an hour; for a quick look (a minute or two each):
+#   BENCH_SCALE_SIZES=30 BENCH_RUNS=1 BENCH_SCALE_TEN_MIB=30 make bench-scale
+BENCH_SCALE_ENV = BENCH_OUT=$(CURDIR)/docs/benchmarks.md BENCH_SCALE_SIZES='$(BENCH_SCALE_SIZES)' \
+                  BENCH_RUNS='$(BENCH_RUNS)' BENCH_SCALE_TEN_MIB='$(BENCH_SCALE_TEN_MIB)'
+bench-scale: deps
+	$(BENCH_SCALE_ENV) $(GO) test -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 90m -v ./test/bench/
+	$(BENCH_SCALE_ENV) $(GO) test -run '^$$' -bench '^BenchmarkScaleImage$$' -benchtime 1x -timeout 90m -v ./test/image/
 
 # The main job, narrated: a registry, a base fetched once, three builds on it.
 # The put's direct push against the Engine API push (prints a table).

@@ -26,16 +26,16 @@ func BenchmarkBuilders(b *testing.B) {
 	const mib = 1 << 20
 	scale := benchScale(b)
 	reg := testenv.StartRegistry(b, testenv.RegistryOptions{})
-	files := collectFiles(b, "/usr/lib", int64(300*mib*scale))
+	files := testenv.HostFiles{Roots: []string{"/usr/lib"}, Budget: int64(300 * mib * scale)}.Collect(b)
 	var layers []v1.Layer
-	for _, group := range split(files, 3) {
-		layers = append(layers, filesLayer(b, group))
+	for _, group := range testenv.SplitHostFiles(files, 3) {
+		layers = append(layers, testenv.HostFilesLayer(b, group))
 	}
 	base := testenv.AppendLayers(b, testenv.BusyboxImage(b, testenv.ImageOptions{}), layers...)
 	baseDigest := reg.Push(b, "bench/builders-base:1", base)
 	work := b.TempDir()
 	get(b, reg, filepath.Join(work, "base"), "bench/builders-base", "1", baseDigest.String())
-	copyTree(b, collectFiles(b, "/usr/share", int64(20*mib*scale)), filepath.Join(work, "app", "files"))
+	testenv.CopyHostFiles(b, testenv.HostFiles{Roots: []string{"/usr/share"}, Budget: int64(20 * mib * scale)}.Collect(b), filepath.Join(work, "app", "files"))
 	writeFile(b, filepath.Join(work, "app", "Dockerfile"), "FROM "+reg.Host+"/bench/builders-base:1\n"+
 		"RUN mkdir -p /opt/app && echo one > /opt/app/one\nCOPY files /opt/app/files\nRUN ls -R /opt/app | wc -l > /opt/app/count\n")
 
@@ -68,7 +68,7 @@ func BenchmarkBuilders(b *testing.B) {
 	fmt.Fprintf(&t, "\n## Builders: classic against BuildKit (`make bench-builders`)\n\n")
 	fmt.Fprintf(&t, "dockerd %s, %s base in 4 layers loaded with load_base, a 3-step Dockerfile adding %s of files; medians of %d puts, each with a fresh daemon. "+
 		"The second row of each builder repeats the put with `cache: true`: the classic builder pulls the image and uses it as cache; BuildKit reads the inline cache metadata the first put embedded.\n\n",
-		dockerdVersion(), hs(sizeOf(files)), hs(int64(20*mib*scale)), rounds)
+		dockerdVersion(), hs(testenv.HostFilesSize(files)), hs(int64(20*mib*scale)), rounds)
 	fmt.Fprintf(&t, "| builder | daemon start | load | build | push | total |\n|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		med := func(phase string) string {
@@ -86,12 +86,4 @@ func BenchmarkBuilders(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-func sizeOf(files []hostFile) int64 {
-	var n int64
-	for _, f := range files {
-		n += f.size
-	}
-	return n
 }

@@ -83,13 +83,13 @@ func BenchmarkGet(b *testing.B) {
 }
 
 // runGet runs the real `in` binary and returns its wall time and peak RSS.
-func runGet(b *testing.B, bin, dest string, reg *testenv.Registry, repo, tag, digest string, save bool) (time.Duration, int64) {
+func runGet(b testing.TB, bin, dest string, reg *testenv.Registry, repo, tag, digest string, save bool) (time.Duration, int64) {
 	b.Helper()
 	return runGetWith(b, bin, dest, reg, repo, tag, digest, map[string]any{"save": save})
 }
 
 // runGetWith is runGet with any params.
-func runGetWith(b *testing.B, bin, dest string, reg *testenv.Registry, repo, tag, digest string, params map[string]any) (time.Duration, int64) {
+func runGetWith(b testing.TB, bin, dest string, reg *testenv.Registry, repo, tag, digest string, params map[string]any) (time.Duration, int64) {
 	b.Helper()
 	req, _ := json.Marshal(map[string]any{
 		"source":  map[string]any{"repository": reg.Host + "/" + repo, "tag": tag, "username": reg.Username, "password": reg.Password},

@@ -72,11 +72,11 @@ func BenchmarkLoadBase(b *testing.B) {
 
 // filesBase is the benchmarks' base: busybox, then three ~100 MiB layers of
 // the machine's files (/usr/lib), and the files.
-func filesBase(b *testing.B) (v1.Image, []hostFile) {
-	files := collectFiles(b, "/usr/lib", 300<<20)
+func filesBase(b *testing.B) (v1.Image, []testenv.HostFile) {
+	files := testenv.HostFiles{Roots: []string{"/usr/lib"}, Budget: 300 << 20}.Collect(b)
 	var layers []v1.Layer
-	for _, group := range split(files, 3) {
-		layers = append(layers, filesLayer(b, group))
+	for _, group := range testenv.SplitHostFiles(files, 3) {
+		layers = append(layers, testenv.HostFilesLayer(b, group))
 	}
 	return testenv.AppendLayers(b, testenv.BusyboxImage(b, testenv.ImageOptions{}), layers...), files
 }

@@ -1,12 +1,10 @@
 package bench
 
 import (
-	"archive/tar"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,9 +18,7 @@ import (
 	"github.com/concourse-docker/docker-image-resource/pkg/resource"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/go-units"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // BenchmarkPush compares the push phase of a put after load_base: this
@@ -45,12 +41,7 @@ func BenchmarkPush(b *testing.B) {
 
 	base, files := filesBase(b)
 	baseDigest := reg.Push(b, "bench/base:1", base)
-	var baseRaw, baseZip int64
-	for _, g := range split(files, 3) {
-		for _, f := range g {
-			baseRaw += f.size
-		}
-	}
+	baseRaw, baseZip := testenv.HostFilesSize(files), int64(0)
 	m, _ := base.Manifest()
 	for _, l := range m.Layers {
 		baseZip += l.Size
@@ -60,7 +51,7 @@ func BenchmarkPush(b *testing.B) {
 	baseDir := filepath.Join(work, "base")
 	get(b, reg, baseDir, "bench/base", "1", baseDigest.String())
 	ctxDir := filepath.Join(work, "app")
-	copyTree(b, collectFiles(b, "/usr/share", 16*mib), filepath.Join(ctxDir, "files"))
+	testenv.CopyHostFiles(b, testenv.HostFiles{Roots: []string{"/usr/share"}, Budget: 16 * mib}.Collect(b), filepath.Join(ctxDir, "files"))
 	writeFile(b, filepath.Join(ctxDir, "Dockerfile"), "FROM "+reg.Host+"/bench/base:1\nCOPY files /opt/files\nLABEL bench=push\n")
 
 	rc, err := registry.New(registry.Options{Username: reg.Username, Password: reg.Password})
@@ -185,119 +176,6 @@ func BenchmarkPush(b *testing.B) {
 	}
 	b.ReportMetric(med(daemonRow.took).Seconds()/med(mountRow.took).Seconds(), "x-faster")
 	b.ReportMetric(100*(float64(mountRow.uploaded)/float64(need)-1), "%-upload-overhead")
-}
-
-type hostFile struct {
-	path string
-	size int64
-}
-
-// collectFiles lists regular files under root in walk order until budget
-// bytes; unreadable files are skipped.
-func collectFiles(b *testing.B, root string, budget int64) []hostFile {
-	var out []hostFile
-	var total int64
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || total >= budget {
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil || fi.Size() == 0 || fi.Size() > budget-total {
-			return nil
-		}
-		if f, err := os.Open(p); err == nil {
-			f.Close()
-			out = append(out, hostFile{p, fi.Size()})
-			total += fi.Size()
-		}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if total < budget*9/10 {
-		b.Fatalf("only %d bytes of files under %s", total, root)
-	}
-	return out
-}
-
-// split cuts files into n groups of about equal bytes, in order.
-func split(files []hostFile, n int) [][]hostFile {
-	var total int64
-	for _, f := range files {
-		total += f.size
-	}
-	groups := make([][]hostFile, n)
-	var acc int64
-	for _, f := range files {
-		i := min(int(acc*int64(n)/total), n-1)
-		groups[i] = append(groups[i], f)
-		acc += f.size
-	}
-	return groups
-}
-
-// filesLayer streams files into a gzip layer, compressed once and kept.
-func filesLayer(b *testing.B, files []hostFile) v1.Layer {
-	opener := func() (io.ReadCloser, error) {
-		pr, pw := io.Pipe()
-		go func() {
-			tw := tar.NewWriter(pw)
-			var err error
-			for _, f := range files {
-				if err = addFile(tw, f.path); err != nil {
-					break
-				}
-			}
-			if err == nil {
-				err = tw.Close()
-			}
-			pw.CloseWithError(err)
-		}()
-		return pr, nil
-	}
-	l, err := tarball.LayerFromOpener(opener, tarball.WithCompressedCaching)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return l
-}
-
-func addFile(tw *tar.Writer, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	h, err := tar.FileInfoHeader(fi, "")
-	if err != nil {
-		return err
-	}
-	h.Name = strings.TrimPrefix(path, "/")
-	h.ModTime, h.AccessTime, h.ChangeTime = testenv.DefaultCreated, time.Time{}, time.Time{}
-	h.Uname, h.Gname = "", ""
-	if err := tw.WriteHeader(h); err != nil {
-		return err
-	}
-	_, err = io.Copy(tw, f)
-	return err
-}
-
-func copyTree(b *testing.B, files []hostFile, dest string) {
-	for _, f := range files {
-		in, err := os.ReadFile(f.path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		writeFile(b, filepath.Join(dest, strings.TrimPrefix(f.path, "/")), string(in))
-	}
 }
 
 func writeFile(b *testing.B, path, content string) {

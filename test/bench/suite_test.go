@@ -31,7 +31,8 @@ const (
 // BenchmarkSuite is the benchmark suite of issue 6: daemon start (P1), get
 // against the old way (P2), the seed scenario three ways (P3), bytes
 // uploaded by a put (P4) and the get's peak memory (P5). It prints one
-// table (BENCH_OUT=file also writes it there, with the machine it ran on).
+// table (BENCH_OUT=file also writes it into that file's section "bench
+// suite", with the machine it ran on, the rest of the file kept).
 // BENCH_SCALE=0.1 scales every image size down for a quick run. Run with
 // `make bench`, or
 //
@@ -107,14 +108,11 @@ func BenchmarkSuite(b *testing.B) {
 	// P3: the seed scenario. The base: busybox and three layers of this
 	// machine's files; the registry sits behind an emulated link.
 	logf("P3: making the base")
-	files := collectFiles(b, "/usr/lib", size(300*mib))
+	files := testenv.HostFiles{Roots: []string{"/usr/lib"}, Budget: size(300 * mib)}.Collect(b)
 	var layers []v1.Layer
-	var baseRaw int64
-	for _, group := range split(files, 3) {
-		layers = append(layers, filesLayer(b, group))
-		for _, f := range group {
-			baseRaw += f.size
-		}
+	baseRaw := testenv.HostFilesSize(files)
+	for _, group := range testenv.SplitHostFiles(files, 3) {
+		layers = append(layers, testenv.HostFilesLayer(b, group))
 	}
 	base := testenv.AppendLayers(b, testenv.BusyboxImage(b, testenv.ImageOptions{}), layers...)
 	baseDigest := reg.Push(b, "bench/seed-base:1", base).String()
@@ -140,10 +138,10 @@ func BenchmarkSuite(b *testing.B) {
 		from + "COPY files /usr/local/share/app\nRUN echo four > /four\nLABEL app=four\n",
 		from + "WORKDIR /app\nCOPY files .\nUSER 1000\nLABEL app=five\n",
 	}
-	appFiles := split(collectFiles(b, "/usr/share", size(20*mib)), len(dockerfiles))
+	appFiles := testenv.SplitHostFiles(testenv.HostFiles{Roots: []string{"/usr/share"}, Budget: size(20 * mib)}.Collect(b), len(dockerfiles))
 	for i, df := range dockerfiles {
 		dir := filepath.Join(work, fmt.Sprintf("app%d", i+1))
-		copyTree(b, appFiles[i], filepath.Join(dir, "files"))
+		testenv.CopyHostFiles(b, appFiles[i], filepath.Join(dir, "files"))
 		writeFile(b, filepath.Join(dir, "Dockerfile"), df)
 	}
 
@@ -194,7 +192,7 @@ func BenchmarkSuite(b *testing.B) {
 		return rd(d)
 	}
 	host, _ := os.Hostname()
-	fmt.Fprintf(&t, "\n# Benchmarks\n\n")
+	fmt.Fprintf(&t, "\n## Suite (`make bench`)\n\n")
 	fmt.Fprintf(&t, "Machine: %s, %d cores, %s memory, %s, dockerd %s (%s). Scale %g",
 		host, numCPU(), hs(memTotal()), time.Now().UTC().Format("2006-01-02 15:04 MST"), daemonVersion, dockerdVersion(), scale)
 	if scale != 1 {
@@ -244,11 +242,10 @@ func BenchmarkSuite(b *testing.B) {
 	}
 
 	fmt.Print(t.String())
+	// The suite's own section of the page: `make bench-scale` keeps its
+	// sections there too.
 	if out := os.Getenv("BENCH_OUT"); out != "" {
-		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(out, []byte(strings.TrimPrefix(t.String(), "\n")), 0o644); err != nil {
+		if err := testenv.WriteSection(out, "bench suite", t.String()); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -290,7 +287,7 @@ func sumTotal(runs []putRun) time.Duration {
 
 // put runs the put in-process, as test/out_test.go does: an isolated
 // daemon, RUN steps without network, under the repository-wide dockerd lock.
-func put(b *testing.B, srcDir string, reg *testenv.Registry, repo string, params map[string]any) putRun {
+func put(b testing.TB, srcDir string, reg *testenv.Registry, repo string, params map[string]any) putRun {
 	b.Helper()
 	unlock := lockDockerd(b)
 	defer unlock()
@@ -347,7 +344,7 @@ var lockWait time.Duration
 
 // lockDockerd takes the repository-wide dockerd lock and adds the wait to
 // lockWait.
-func lockDockerd(b *testing.B) (unlock func()) {
+func lockDockerd(b testing.TB) (unlock func()) {
 	b.Helper()
 	start := time.Now()
 	unlock = testenv.LockDockerd(b)

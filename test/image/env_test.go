@@ -44,7 +44,7 @@ const (
 )
 
 // testLog sends logrus output to t.Log, line by line, until the test ends.
-func testLog(t *testing.T, prefix string) *logrus.Entry {
+func testLog(t testing.TB, prefix string) *logrus.Entry {
 	w := &tWriter{t: t, prefix: prefix}
 	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
 	l := logrus.New()
@@ -54,7 +54,7 @@ func testLog(t *testing.T, prefix string) *logrus.Entry {
 }
 
 type tWriter struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 	mu     sync.Mutex
 	done   bool
@@ -73,7 +73,7 @@ func (w *tWriter) Write(b []byte) (int, error) {
 // from local bases: from the cache when the inputs did not change,
 // otherwise built in an isolated private dockerd (host networking for the
 // RUN steps, which need the apt mirror and the Go module proxy).
-func builtImage(t *testing.T, ctx context.Context, repo string) string {
+func builtImage(t testing.TB, ctx context.Context, repo string) string {
 	log := testLog(t, "build: ")
 	t0 := time.Now()
 	mb, err := Minbase(ctx, MinbaseOptions{Log: log})
@@ -134,14 +134,14 @@ func builtImage(t *testing.T, ctx context.Context, repo string) string {
 // lives in a throwaway network namespace: its bridges and iptables rules go
 // with it, and its containers reach nothing outside.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	d     *daemon.Daemon
 	cli   *client.Client
 	image string
 }
 
-func startEnv(t *testing.T, ctx context.Context, imageTar string) *env {
+func startEnv(t testing.TB, ctx context.Context, imageTar string) *env {
 	log := testLog(t, "outer dockerd: ")
 	d, err := daemon.Start(ctx, daemon.Options{PrivateNetwork: true, Log: log})
 	if err != nil {
@@ -366,7 +366,7 @@ func (r *registryContainer) logs() string {
 	return b.String()
 }
 
-func writeTestFile(t *testing.T, path string, b []byte) {
+func writeTestFile(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -384,6 +384,9 @@ type step struct {
 	Req    any           // JSON on stdin
 	Binds  []mount.Mount // the get's folder, the put's inputs
 	OnLine func(line string, pid int)
+	// OnStart is called with the command's pid (the host's) as it starts,
+	// before it reads the request: e.g. to watch its memory.
+	OnStart func(pid int)
 }
 
 type stepResult struct {
@@ -459,6 +462,9 @@ func (e *env) run(s step) stepResult {
 		if pid == 0 {
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+	if s.OnStart != nil && pid != 0 {
+		s.OnStart(pid)
 	}
 	if _, err := hj.Conn.Write(in); err != nil {
 		t.Fatalf("writing the request: %v", err)

@@ -23,7 +23,7 @@ var capNames = []string{
 
 // missingCaps lists the capabilities the kernel has but our bounding set
 // lacks (a sandbox may withhold some).
-func missingCaps(t *testing.T) []string {
+func missingCaps(t testing.TB) []string {
 	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func missingCaps(t *testing.T) []string {
 // all other capabilities, no seccomp/AppArmor/SELinux confinement, no
 // masked or read-only /proc paths, every device allowed; remountRW then
 // makes /sys and the cgroup mounts writable, as privileged leaves them.
-func privileged(t *testing.T, hc *container.HostConfig) (emulated bool) {
+func privileged(t testing.TB, hc *container.HostConfig) (emulated bool) {
 	missing := missingCaps(t)
 	if len(missing) == 0 {
 		hc.Privileged = true
@@ -79,7 +79,7 @@ func privileged(t *testing.T, hc *container.HostConfig) (emulated bool) {
 
 // remountRW makes /sys and the cgroup mounts of a running container
 // writable (from the host, with nsenter into its mount namespace).
-func remountRW(t *testing.T, pid int) {
+func remountRW(t testing.TB, pid int) {
 	script := `set -e
 mount -o remount,rw /sys
 awk '$2 ~ "^/sys/fs/cgroup" { print $2 }' /proc/self/mounts | while read -r m; do

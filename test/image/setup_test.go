@@ -8,7 +8,7 @@ import (
 // imageForTest skips a test that cannot run the image (the image tests need
 // root: debootstrap, dockerd and network namespaces) and returns the image's
 // docker-save tarball, built from the working tree or cached.
-func imageForTest(t *testing.T) string {
+func imageForTest(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the image test needs root: debootstrap, dockerd and network namespaces")

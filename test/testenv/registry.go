@@ -320,6 +320,17 @@ func (r *Registry) Delete(t testing.TB, repoAtDigest string) {
 	}
 }
 
+// Log returns the registry's whole log so far: its access log says which
+// requests it answered how.
+func (r *Registry) Log(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(r.logPath)
+	if err != nil {
+		t.Fatalf("testenv: the registry's log: %v", err)
+	}
+	return string(b)
+}
+
 // LogTail returns the last n lines of the registry's log.
 func (r *Registry) LogTail(n int) string { return childproc.TailFile(r.logPath, n) }
 
