@@ -73,6 +73,10 @@ type Options struct {
 	// as an ECR host, in the daemon's pulls and pushes.
 	Hosts map[string]string
 
+	// Seed, when set, fills a fresh data root before dockerd starts (see
+	// Seed); nil starts dockerd on the data root as it is.
+	Seed *Seed
+
 	// Getenv reads the process environment (InContainerEnv); nil:
 	// os.Getenv. pkg/resource passes its Env's, so in-process tests can
 	// set it.
@@ -108,6 +112,8 @@ type Daemon struct {
 	driver       string
 	version      string
 	elapsed      time.Duration
+	seeded       bool
+	seedTook     time.Duration
 
 	stopOnce sync.Once
 	stopErr  error
@@ -151,12 +157,17 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 	if err := d.prepareState(); err != nil {
 		return d, err
 	}
+	// The seed is written while containerd starts; a failed start waits
+	// for it too, so nothing writes into the data root after Start.
+	waitSeed := d.startSeed(ctx)
+	defer waitSeed()
 	if err := d.isolate(); err != nil {
 		return d, err
 	}
 	if err := d.startContainerd(ctx, containerdBin, deadline); err != nil {
 		return d, err
 	}
+	d.seeded = waitSeed()
 	if err := d.startDockerd(ctx, dockerdBin, deadline); err != nil {
 		return d, err
 	}

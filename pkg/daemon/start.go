@@ -109,6 +109,9 @@ func (d *Daemon) startDockerd(ctx context.Context, binary string, deadline time.
 		return err
 	}
 	args := d.dockerdArgs(cfgPath)
+	if d.seeded {
+		args = append(args, "--storage-driver", d.opts.Seed.Driver)
+	}
 	mode := "default bridge network"
 	if d.opts.Isolated {
 		mode = "isolated, no bridge"
@@ -126,6 +129,14 @@ func (d *Daemon) startDockerd(ctx context.Context, binary string, deadline time.
 			return err
 		}
 		err = d.runDockerd(ctx, binary, args, deadline)
+	}
+	if se := (*StartError)(nil); errors.As(err, &se) && d.dockerd.proc.Exited() && d.seeded {
+		// The seed's driver was refused: start as without a seed.
+		d.log.Infof("load: dockerd did not start with the %s driver the written data root needs; emptying it and starting dockerd as usual", d.opts.Seed.Driver)
+		d.log.Debugf("dockerd's last lines: %s", se.LogTail)
+		d.seeded = false
+		d.clearDataRoot()
+		err = d.runDockerd(ctx, binary, args[:len(args)-2], deadline)
 	}
 	if err != nil {
 		return err

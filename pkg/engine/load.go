@@ -258,6 +258,10 @@ type LoadOptions struct {
 	// loaded image then has another config and ID than the folder's, with
 	// the same layers. BuildKit needs it to take the image for FROM.
 	Platform *v1.Platform
+	// Seeded says the image is in the daemon already: Seeding wrote it into
+	// the layer store before the daemon started. It is then only checked
+	// and tagged; should the daemon not have it, it is loaded as usual.
+	Seeded bool
 }
 
 // LoadFolder loads a recognised base folder into the daemon, checks the
@@ -295,8 +299,10 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOpti
 		return Base{}, err
 	}
 	b.ID = digestOf(config)
-	if err := l.send(img, config, cfgName, b.ID != b.FolderID); err != nil {
-		return Base{}, fmt.Errorf("load base %s from %s: %w", l.what, f.Path, err)
+	if !l.seeded(o.Seeded, b.ID) {
+		if err := l.send(img, config, cfgName, b.ID != b.FolderID); err != nil {
+			return Base{}, fmt.Errorf("load base %s from %s: %w", l.what, f.Path, err)
+		}
 	}
 	ins, err := cli.ImageInspect(ctx, b.ID)
 	if err != nil {
@@ -315,6 +321,20 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOpti
 	}
 	l.log.Infof("loaded base image %s (%s)", b.Ref(), logging.ShortID(b.ID))
 	return b, nil
+}
+
+// seeded reports whether the daemon has the image Seeding wrote; a seed it
+// lacks (which should not happen) is loaded after all.
+func (l *folderLoad) seeded(seeded bool, id string) bool {
+	if !seeded {
+		return false
+	}
+	if _, err := l.cli.ImageInspect(l.ctx, id); err != nil {
+		l.log.Warnf("load: base %s was written into dockerd's layer store, but dockerd does not have it (%v): loading it with docker load", l.what, err)
+		return false
+	}
+	l.log.Debugf("load: base %s (%s) is in dockerd's layer store already", l.what, logging.ShortID(id))
+	return true
 }
 
 // folderLoad is one LoadFolder under way; what names the base in messages.

@@ -197,6 +197,11 @@ type extractor struct {
 	skipped       int
 	xattrFailures int
 	xattrErr      error
+
+	// diff makes this the extraction of one layer into its own overlay2
+	// diff directory (ExtractDiff): nothing is skipped, whiteouts are
+	// recorded in overlay's format instead of applied.
+	diff bool
 }
 
 // newExtractor extracts into dir; its temporary files go to spillDir.
@@ -276,6 +281,11 @@ func (x *extractor) applyLayer(ctx context.Context, l v1.Layer) (int, error) {
 		return 0, err
 	}
 	defer rc.Close()
+	return x.applyStream(ctx, rc)
+}
+
+// applyStream applies one layer's uncompressed tar stream.
+func (x *extractor) applyStream(ctx context.Context, rc io.Reader) (int, error) {
 	x.unpacked.Reset()
 	tr := tar.NewReader(rc)
 	n := 0
@@ -311,19 +321,26 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if isDev(name) {
+	if !x.diff && isDev(name) {
 		x.skipped++
 		return nil
 	}
-	switch kind, dir, target := classifyName(name); kind {
-	case nameSkipped:
+	switch kind, dir, target := classifyName(name); {
+	case kind == nameSkipped:
 		return nil
-	case nameOpaque:
+	case kind == nameOpaque && x.diff:
+		return x.markOpaque(dir)
+	case kind == nameOpaque:
 		return x.opaque(dir)
-	case nameWhiteout:
+	case kind == nameWhiteout && x.diff:
+		return x.whiteoutDevice(dir, target, hdr)
+	case kind == nameWhiteout:
 		return x.whiteout(dir, target)
 	}
 	if name == "" {
+		if x.diff {
+			return nil // dockerd's untar skips the root's own entry
+		}
 		return x.rootEntry(hdr)
 	}
 	pdir, base, err := x.res.resolveFile(name, true)
@@ -339,10 +356,19 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	full := path.Join(pdir, base)
-	if err := x.unpacked.Add(full); err != nil {
+	if !x.diff {
+		// Only a rootfs's whiteouts ask what this layer made.
+		if err := x.unpacked.Add(full); err != nil {
+			return err
+		}
+	}
+	if err := x.create(fd, name, full, base, hdr, r); err != nil {
 		return err
 	}
-	return x.create(fd, name, full, base, hdr, r)
+	if x.diff && !isRegular(hdr.Typeflag) {
+		x.setXattrs(fd, full, base, hdr) // regular files got theirs in regular
+	}
+	return nil
 }
 
 // isFormatHeader is a tar-format header entry (PAX, GNU long names): the tar
@@ -413,6 +439,9 @@ func (x *extractor) create(fd int, name, full, base string, hdr *tar.Header, r i
 	case tar.TypeLink:
 		return x.hardlink(fd, full, base, hdr)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		if x.diff {
+			return x.mknod(fd, full, base, hdr)
+		}
 		x.skipped++
 		return nil
 	default:

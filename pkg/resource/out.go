@@ -61,8 +61,10 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 
 	t := time.Now()
 	enterPhase(ctx, "daemon start")
-	d, err := startDaemon(ctx, env, s, plan.src)
-	timing.since("daemon start", t)
+	seed := planSeed(s, plan)
+	d, err := startDaemon(ctx, env, s, plan.src, daemonSeed(seed))
+	// Writing the bases into the data root makes them available: "load".
+	timing.since("daemon start", t.Add(seedTook(d)))
 	if err != nil {
 		return nil, err
 	}
@@ -77,9 +79,9 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	}()
 	cli := d.Client()
 
-	t = time.Now()
+	t = time.Now().Add(-seedTook(d))
 	enterPhase(ctx, "load")
-	bases, cacheFrom, err := loadBases(ctx, s, cli, srcDir, plan)
+	bases, cacheFrom, err := loadBases(ctx, s, cli, srcDir, plan, seededBy(seed, d))
 	if err != nil {
 		return nil, err
 	}
@@ -210,8 +212,9 @@ func warnUnnamed(s *session, param, dir string, f *baseimage.Folder, b engine.Ba
 		param, dir, f.Origin, logging.ShortID(b.ID), dir, use)
 }
 
-func startDaemon(ctx context.Context, env Env, s *session, src protocol.Source) (*daemon.Daemon, error) {
+func startDaemon(ctx context.Context, env Env, s *session, src protocol.Source, seed *daemon.Seed) (*daemon.Daemon, error) {
 	o := daemon.Options{
+		Seed:                   seed,
 		StartupTimeout:         time.Duration(src.StartupTimeoutSecs()) * time.Second,
 		MaxConcurrentDownloads: src.Downloads(),
 		MaxConcurrentUploads:   src.Uploads(),

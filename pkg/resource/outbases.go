@@ -22,17 +22,16 @@ import (
 // Under BuildKit a base whose config names no os/architecture is loaded
 // with the build platform, so that FROM takes it instead of going to the
 // registry (engine.LoadOptions); cache_from folders are loaded the same way,
-// so a folder given as both gets one image.
-func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string, plan *putPlan) ([]loadedBase, []string, error) {
-	var o engine.LoadOptions
-	if plan.buildsWithBuildKit() {
-		p := baseimage.HostPlatform()
-		o.Platform = &p
-	}
+// so a folder given as both gets one image. Folders seeded says dockerd has
+// already (written into its layer store before it started) are only
+// checked and tagged.
+func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string, plan *putPlan, seeded func(*baseimage.Folder) bool) ([]loadedBase, []string, error) {
 	var loaded []loadedBase
 	var claims []nameClaim
 	var cacheFrom []string
 	load := func(param string, f *baseimage.Folder) (engine.Base, error) {
+		o := loadOptions(plan)
+		o.Seeded = seeded(f)
 		b, err := engine.LoadFolder(ctx, cli, f, o, s.log)
 		if err != nil {
 			return b, fmt.Errorf("%s %s: %w", param, rel(srcDir, f.Dir), err)
@@ -69,6 +68,17 @@ func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string
 		}
 	}
 	return loaded, cacheFrom, nil
+}
+
+// loadOptions are the base folders' LoadOptions: under BuildKit the build
+// platform for configs that name none.
+func loadOptions(plan *putPlan) engine.LoadOptions {
+	var o engine.LoadOptions
+	if plan.buildsWithBuildKit() {
+		p := baseimage.HostPlatform()
+		o.Platform = &p
+	}
+	return o
 }
 
 // loadedBase is a base in the daemon and the entry that loaded it.
