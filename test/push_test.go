@@ -200,7 +200,11 @@ func TestPushReusesBaseBlobs(t *testing.T) {
 
 	// A second build pushed to the same repository: the base blobs are
 	// already there (HEAD), nothing of them is mounted or uploaded.
-	writeFiles(t, srcDir, map[string]string{"app/data": "second build\n", "version": "2.0\n"})
+	// The RUN writes other content too: a put is fast enough for both RUNs
+	// to fall in one second, and a tar keeps whole seconds, so the same
+	// RUN would make the same layer.
+	writeFiles(t, srcDir, map[string]string{"app/data": "second build\n", "version": "2.0\n",
+		"app/Dockerfile": "FROM " + reg.Host + "/pb/base:1\nRUN echo built again > /built\nCOPY data /data\nLABEL stage=final\n"})
 	before = len(registryRequests(t, reg))
 	resp2 := putOK(t, srcDir, map[string]any{"source": source(reg, "pb/app", nil), "params": map[string]any{"build": "app", "load_base": "base", "tag_file": "version"}})
 	tr = trafficOf(registryRequests(t, reg)[before:], "pb/app")
