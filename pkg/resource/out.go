@@ -103,7 +103,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	t = time.Now()
 	enterPhase(ctx, "push")
 	src := plan.src // pushImage takes a pointer: to a copy, the plan stays as planned
-	digest, pushMeta, err := pushImage(ctx, env, s, &src, cli, plan, imageID)
+	digest, pushMeta, err := pushImage(ctx, env, s, &src, d, plan, imageID)
 	timing.since("push", t)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", plan.repository, err)

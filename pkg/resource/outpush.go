@@ -8,11 +8,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/push"
 	"github.com/concourse-docker/docker-image-resource/pkg/retry"
-	"github.com/docker/docker/client"
 	"github.com/docker/go-units"
 )
 
@@ -20,8 +20,9 @@ import (
 // first tag's manifest digest and metadata for the response. Images on
 // bases from gets with save: true go straight to the registry, reusing the
 // bases' original blobs (pkg/push); anything else, or an image pkg/push
-// cannot reuse the blobs of, goes through the daemon.
-func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, cli *client.Client, plan *putPlan, imageID string) (string, []protocol.MetadataField, error) {
+// cannot reuse the blobs of, goes through the daemon d.
+func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d *daemon.Daemon, plan *putPlan, imageID string) (string, []protocol.MetadataField, error) {
+	cli := d.Client()
 	why := ""
 	switch plan.source {
 	case sourceBuild, sourceLoad:
@@ -39,7 +40,7 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, c
 		}
 		res, err := push.Push(ctx, push.Options{
 			Daemon: cli, Registry: reg, Image: imageID, Repository: plan.repository, Tags: plan.tags,
-			Bases: bases, Jobs: src.Uploads(), TempDir: scratchDir(), Log: s.log,
+			Bases: bases, Jobs: src.Uploads(), TempDir: scratchDir(), LayerStore: ownLayerStore(d), Log: s.log,
 		})
 		if err == nil {
 			uploaded := fmt.Sprintf("%s (%s, %s)", units.HumanSize(float64(res.Uploaded.Bytes)), count(res.Uploaded.Blobs, "blob"), count(res.Manifests, "manifest"))
@@ -69,6 +70,16 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, c
 		}
 	}
 	return "", nil, fmt.Errorf("push %s:%s: the daemon reported no digest", plan.repository, plan.tags[0])
+}
+
+// ownLayerStore is d's layer store on disk, where pkg/push reads the config
+// and the new layers instead of streaming the whole image out of d. Reading
+// dockerd's private files is safe only because the put started d and owns
+// its data root: nothing else writes there, and a committed layer never
+// changes. pkg/push decides whether the store can be read (storage driver,
+// image store) and falls back to the save stream.
+func ownLayerStore(d *daemon.Daemon) *push.LayerStore {
+	return &push.LayerStore{Root: d.DataRoot(), Driver: d.StorageDriver()}
 }
 
 // daemonRateLimitRetry is the policy of pushing through the daemon again
