@@ -197,7 +197,11 @@ func (si *storeImage) read(ctx context.Context, dir string) (*saved, error) {
 
 // compress rebuilds the layer's tar with tar-split, the library dockerd
 // itself rebuilds it with (its files for the payloads, the tar-split for
-// everything else), hashes it and gzips it into dir.
+// everything else), hashes it and gzips it into dir. Newer dockerd reads
+// overlay2 payloads through the mounted layer rather than its diff folder;
+// a committed layer's diff folder holds those very files (the layer was
+// untarred there), and the diff ID check catches any case where it does
+// not.
 func (l storeLayer) compress(ctx context.Context, dir string) (*freshLayer, error) {
 	ts, err := os.Open(l.tarSplit)
 	if err != nil {
