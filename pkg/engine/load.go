@@ -283,7 +283,11 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOpti
 	if f.Image != nil {
 		detail += ", " + f.Image.Platform
 	}
-	l.log.Infof("loading base image %s from %s (%s)", l.what, f.Dir, detail)
+	if o.Seeded {
+		l.log.Infof("checking base image %s from %s (%s), written into dockerd's layer store before it started", l.what, f.Dir, detail)
+	} else {
+		l.log.Infof("loading base image %s from %s (%s)", l.what, f.Dir, detail)
+	}
 
 	img := l.imageToWrite()
 	raw, cfgName, err := l.folderConfig(img)

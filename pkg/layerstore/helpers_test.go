@@ -57,6 +57,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 func startDaemon(t *testing.T, dataRoot string, seed *daemon.Seed) *daemon.Daemon {
 	t.Helper()
 	testenv.LockDockerd(t)
+	return startLocked(t, dataRoot, seed)
+}
+
+// startLocked is startDaemon for a test that holds the dockerd lock
+// already (one that starts several dockerds one after another).
+func startLocked(t *testing.T, dataRoot string, seed *daemon.Seed) *daemon.Daemon {
+	t.Helper()
 	dir := testenv.ShortTempDir(t, "ls-")
 	d, err := daemon.Start(context.Background(), daemon.Options{
 		Dir: dir, DataRoot: dataRoot, Isolated: true, Seed: seed,

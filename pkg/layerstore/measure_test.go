@@ -49,6 +49,21 @@ func TestMeasureLoad(t *testing.T) {
 	fi, _ := os.Stat(filepath.Join(folder, "image"))
 	t.Logf("base: %d files, %d MiB of files, tarball %d MiB", len(files), testenv.HostFilesSize(files)>>20, fi.Size()>>20)
 
+	if os.Getenv("LAYERSTORE_MEASURE_WRITE_ONLY") != "" {
+		f, err := baseimage.Detect(folder, baseimage.HostPlatform())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := engine.PlanSeeding([]*baseimage.Folder{f}, engine.LoadOptions{}, testLog(t))
+		unix.Sync()
+		t0 := time.Now()
+		if err := s.Write(context.Background(), dataRoot(t, "w")); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("Write alone: %s", time.Since(t0))
+		return
+	}
+	testenv.LockDockerd(t)
 	var seeded, loaded, startSeeded, startPlain []time.Duration
 	for i := 0; i < runs; i++ {
 		s, st := measureOnce(t, folder, true)
@@ -79,7 +94,7 @@ func measureOnce(t *testing.T, folder string, seed bool) (load, start time.Durat
 		ds = &daemon.Seed{Driver: layerstore.Driver, Write: s.Write}
 	}
 	unix.Sync()
-	d := startDaemon(t, dataRoot(t, "m"), ds)
+	d := startLocked(t, dataRoot(t, "m"), ds)
 	defer stopDaemon(t, d)
 	t0 := time.Now()
 	if _, err := engine.LoadFolder(context.Background(), d.Client(), f, engine.LoadOptions{Seeded: s.Holds(f) && d.Seeded()}, testLog(t)); err != nil {
