@@ -60,8 +60,13 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	timing := newPhases()
 
 	t := time.Now()
-	enterPhase(ctx, "daemon start")
 	seed := planSeed(s, plan)
+	if seed != nil {
+		// The bases are written while dockerd starts.
+		enterPhase(ctx, "daemon start and load")
+	} else {
+		enterPhase(ctx, "daemon start")
+	}
 	d, err := startDaemon(ctx, env, s, plan.src, daemonSeed(seed))
 	// Writing the bases into the data root makes them available: "load".
 	timing.since("daemon start", t.Add(seedTook(d)))
