@@ -304,11 +304,16 @@ func TestPushFallsBackToDaemon(t *testing.T) {
 		"source": source(reg, "fb/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": baseDigest.String()},
 		"params": map[string]any{"save": true},
 	})
-	// Another image on the same busybox layer, with a layer of its own.
-	reg.Push(t, "fb/other:1", testenv.BusyboxImage(t, testenv.ImageOptions{RandomLayers: []int64{1 << 20}}))
+	// FROM images on another registry: dockerd's distribution metadata
+	// names their blobs there, which no registry mounts across registries
+	// (from the target's registry, see TestPushPulledBase). fb/other is
+	// another image on the same busybox layer, with a layer of its own.
+	elsewhere := testenv.StartRegistry(t, testenv.RegistryOptions{NoAuth: true})
+	elsewhere.Push(t, "fb/base:1", base)
+	elsewhere.Push(t, "fb/other:1", testenv.BusyboxImage(t, testenv.ImageOptions{RandomLayers: []int64{1 << 20}}))
 	writeFiles(t, srcDir, map[string]string{
-		"pulled/Dockerfile": "FROM " + reg.Host + "/fb/base:1\nRUN echo built > /built\n",
-		"other/Dockerfile":  "FROM " + reg.Host + "/fb/other:1\nRUN echo built > /built\n",
+		"pulled/Dockerfile": "FROM " + elsewhere.Host + "/fb/base:1\nRUN echo built > /built\n",
+		"other/Dockerfile":  "FROM " + elsewhere.Host + "/fb/other:1\nRUN echo built > /built\n",
 	})
 
 	cases := []struct {
@@ -318,9 +323,10 @@ func TestPushFallsBackToDaemon(t *testing.T) {
 	}{
 		{"load_file", "fb/file", map[string]any{"load_file": "saved/image", "load_repository": reg.Host + "/fb/base", "load_tag": "1"},
 			"params.load_file: the original compressed blobs of its layers are unknown"},
-		// The classic builder's pulls land in the image store with their
-		// registry origin, which only the daemon's push can mount from;
-		// BuildKit's pulls do not, so under BuildKit these push directly.
+		// The classic builder's pulls are in the daemon's image list with
+		// their registry origin (RepoDigests), from another registry here:
+		// pushed through the daemon. BuildKit's pulls are not listed, so
+		// under BuildKit these push directly, the layers compressed again.
 		{"FROM pulled by the daemon", "fb/pulled", map[string]any{"build": "pulled", "docker_buildkit": 0}, "which the daemon pulled"},
 		{"FROM pulled, sharing the busybox layer with load_base", "fb/pulled2", map[string]any{"build": "other", "load_base": "saved", "docker_buildkit": 0}, "which the daemon pulled"},
 	}

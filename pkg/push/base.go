@@ -58,6 +58,9 @@ type baseBlob struct {
 	file   string // the tarball or the layout's blob file
 	offset int64  // of the blob's bytes inside file
 	comp   compression.Compression
+	// fetch, when set, reads the blob from the registry instead (a layer
+	// dockerd pulled: there is no file).
+	fetch func() (io.ReadCloser, error)
 }
 
 // saveManifest is one entry of a docker-save manifest.json.
@@ -162,6 +165,9 @@ func sniff(f io.ReaderAt, e baseimage.TarEntry) (compression.Compression, error)
 
 // open reads the blob's bytes from the tarball or layout.
 func (l *baseBlob) open() (io.ReadCloser, error) {
+	if l.fetch != nil {
+		return l.fetch()
+	}
 	return baseimage.Blob{File: l.file, Offset: l.offset, Size: l.size}.Open()
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -265,4 +266,50 @@ func (f layerFiles) Get(name string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("%q is outside the layer", name)
 	}
 	return os.Open(p)
+}
+
+// pulledBlob is where dockerd says a layer it pulled lives in a registry:
+// the compressed blob's digest and the repository it came from.
+type pulledBlob struct {
+	digest v1.Hash
+	repo   string // as dockerd writes it: "host:5000/team/base", "docker.io/library/alpine"
+}
+
+// pulled reads dockerd's distribution metadata for diffID: every blob it
+// pulled (or pushed) that unpacks to this layer, and from which repository.
+// dockerd writes it when it pulls a layer into the classic store, for the
+// classic builder's FROM and for BuildKit's alike (dockerd 20.10 and
+// 26.1), and `docker push` uses it to skip or mount those blobs. Only an
+// entry whose reverse record (diffid-by-digest) names diffID again is
+// kept. No metadata, or any that does not parse, is no entry: the layer
+// stays the build's own.
+func (s *LayerStore) pulled(diffID v1.Hash) []pulledBlob {
+	if s == nil || diffID.Algorithm != "sha256" || (s.Driver != "overlay2" && s.Driver != "vfs") {
+		return nil
+	}
+	dist := filepath.Join(s.Root, "image", s.Driver, "distribution")
+	raw, err := os.ReadFile(filepath.Join(dist, "v2metadata-by-diffid", "sha256", diffID.Hex))
+	if err != nil {
+		return nil
+	}
+	var entries []struct {
+		Digest           string
+		SourceRepository string
+	}
+	if json.Unmarshal(raw, &entries) != nil {
+		return nil
+	}
+	var out []pulledBlob
+	for _, e := range entries {
+		d, err := v1.NewHash(e.Digest)
+		if err != nil || d.Algorithm != "sha256" || e.SourceRepository == "" {
+			continue
+		}
+		back, err := os.ReadFile(filepath.Join(dist, "diffid-by-digest", "sha256", d.Hex))
+		if err != nil || strings.TrimSpace(string(back)) != diffID.String() {
+			continue
+		}
+		out = append(out, pulledBlob{digest: d, repo: e.SourceRepository})
+	}
+	return out
 }

@@ -9,10 +9,13 @@
 // gzip) and uploaded. The config is the daemon's own bytes, so its digest is
 // still the image ID.
 //
-// When an image has a layer whose original blob is not known (FROM an image
-// the daemon pulled, a cache hit on a pulled image), Push fails with
-// ErrNeedsDaemon before any request, and the caller pushes through the
-// daemon.
+// A layer dockerd pulled from the target's registry (a FROM without base
+// folders, BuildKit's or the classic builder's) is pushed as its original
+// blob too, which dockerd's distribution metadata in its layer store names.
+// When an image has a layer of an image the daemon pulled whose original
+// blob is still not known (from another registry, no layer store), Push
+// fails with ErrNeedsDaemon before any request, and the caller pushes
+// through the daemon.
 package push
 
 import (
@@ -20,8 +23,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
@@ -163,7 +168,7 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := planLayers(ctx, o.Daemon, o.Image, o.Bases)
+	p, err := planLayers(ctx, o, target, log)
 	if err != nil {
 		return nil, err
 	}
@@ -344,8 +349,11 @@ type layerPlan struct {
 }
 
 // planLayers indexes the bases and sorts the image's layers into base
-// layers and the build's own; a layer of neither kind needs the daemon.
-func planLayers(ctx context.Context, d Daemon, imageID string, dirs []string) (*layerPlan, error) {
+// layers (a base folder's first, then blobs dockerd pulled from the
+// target's registry) and the build's own; a layer of neither kind that an
+// image the daemon pulled holds needs the daemon.
+func planLayers(ctx context.Context, o Options, target name.Repository, log *logrus.Entry) (*layerPlan, error) {
+	d, imageID, dirs := o.Daemon, o.Image, o.Bases
 	ins, err := d.ImageInspect(ctx, imageID)
 	if err != nil {
 		return nil, fmt.Errorf("inspecting image %s: %w", imageID, err)
@@ -375,6 +383,11 @@ func planLayers(ctx context.Context, d Daemon, imageID string, dirs []string) (*
 			p.known[h], p.used[l.base] = true, true
 		} else {
 			p.fresh = append(p.fresh, h)
+		}
+	}
+	if len(p.fresh) > 0 && o.LayerStore != nil {
+		if err := p.addPulled(ctx, o, target, log); err != nil {
+			return nil, err
 		}
 	}
 	if len(p.fresh) > 0 {
@@ -505,6 +518,122 @@ func assemble(p *layerPlan, w *writer, config []byte, sv *saved, log *logrus.Ent
 		img.configFrom = w.mountable[p.self] // the base's own config
 	}
 	return img, sizes, nil
+}
+
+// addPulled takes out of p.fresh every layer dockerd pulled from the
+// target's registry, as its distribution metadata in the layer store says
+// (pulledBlob): such a layer is pushed as that very blob, found in the
+// target repository or mounted from the one it came from (else streamed
+// from there as it is), never compressed again under another digest. This
+// is what `docker push` does with the same metadata, without streaming the
+// image out of the daemon. The blob's size comes from a HEAD on its
+// repository and its compression from its first bytes: a blob not there
+// any more, unreadable or not gzip keeps the layer fresh. A layer pulled
+// from another registry stays fresh too: no registry mounts across
+// registries, and the daemon would compress it again as well.
+func (p *layerPlan) addPulled(ctx context.Context, o Options, target name.Repository, log *logrus.Entry) error {
+	found := make([]*baseBlob, len(p.fresh))
+	bases := map[string]*base{}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(o.Jobs, 3))
+	for i, h := range p.fresh {
+		if h.String() == emptyLayer {
+			continue
+		}
+		src, ok := pulledSource(o, target, o.LayerStore.pulled(h))
+		if !ok {
+			continue
+		}
+		b := bases[src.repo]
+		if b == nil {
+			b = &base{dir: "pulled from " + src.repo, repo: src.repo, family: docker, fixed: true, verified: true,
+				familyWhy: "the format docker push writes (base layers dockerd pulled from " + src.repo + ")"}
+			bases[src.repo] = b
+		}
+		g.Go(func() error {
+			l, err := remoteBlob(gctx, o, b, h, src.digest)
+			if err != nil {
+				log.Debugf("push: layer %s: dockerd pulled it as %s from %s, but %v: compressing it here", logging.ShortID(h.String()), logging.ShortID(src.digest.String()), src.repo, err)
+				return nil
+			}
+			found[i] = l
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	var fresh []v1.Hash
+	n, from := 0, map[string]bool{}
+	for i, h := range p.fresh {
+		l := found[i]
+		if l == nil {
+			fresh = append(fresh, h)
+			continue
+		}
+		from[l.base.repo] = true
+		if _, ok := p.blobs[h]; !ok {
+			p.blobs[h] = l
+		}
+		p.known[h], p.used[p.blobs[h].base] = true, true
+		n++
+	}
+	if n > 0 {
+		log.Infof("push: %d layer%s came from %s, which dockerd pulled: pushing the original blob%s from there", n, plural(n), strings.Join(slices.Sorted(maps.Keys(from)), ", "), plural(n))
+	}
+	p.fresh = fresh
+	return nil
+}
+
+// pulledSource picks, of where dockerd says a layer came from, a repository
+// on the target's registry: the target itself first (the blob is there),
+// else the first one (a mount).
+func pulledSource(o Options, target name.Repository, srcs []pulledBlob) (pulledBlob, bool) {
+	var pick pulledBlob
+	ok := false
+	for _, s := range srcs {
+		r, err := o.Registry.Repository(s.repo)
+		if err != nil || r.RegistryStr() != target.RegistryStr() {
+			continue
+		}
+		if r.String() == target.String() {
+			return s, true
+		}
+		if !ok {
+			pick, ok = s, true
+		}
+	}
+	return pick, ok
+}
+
+// remoteBlob is digest in b's repository as a base layer: its size from a
+// HEAD, its compression from its first bytes (only gzip: what dockerd's
+// own push names such a blob), its bytes read from there if the target
+// needs them.
+func remoteBlob(ctx context.Context, o Options, b *base, diffID, digest v1.Hash) (*baseBlob, error) {
+	repo, err := o.Registry.Repository(b.repo)
+	if err != nil {
+		return nil, err
+	}
+	rl, err := remote.Layer(repo.Digest(digest.String()), o.Registry.RemoteOptions(ctx, repo)...)
+	if err != nil {
+		return nil, err
+	}
+	size, err := rl.Size()
+	if err != nil {
+		return nil, fmt.Errorf("the registry does not give its size: %w", o.Registry.Explain(err))
+	}
+	rc, err := rl.Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("reading it: %w", o.Registry.Explain(err))
+	}
+	var m [2]byte
+	_, err = io.ReadFull(rc, m[:])
+	rc.Close()
+	if err != nil || m != [2]byte{0x1f, 0x8b} {
+		return nil, fmt.Errorf("it is not gzip-compressed (%v)", err)
+	}
+	return &baseBlob{base: b, diffID: diffID, digest: digest, size: size, comp: compression.GZip, fetch: rl.Compressed}, nil
 }
 
 // notPulled fails with ErrNeedsDaemon when a layer not in any base belongs
