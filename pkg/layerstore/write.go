@@ -218,9 +218,9 @@ func plan(imgs []Image) ([]*layer, error) {
 			if !validDigest(d) {
 				return nil, fmt.Errorf("%s: the config's rootfs.diff_ids[%d] %q is not a sha256 digest", img.Name, i, d)
 			}
-			chain := d
+			chain := ChainID("", d)
 			if parent != nil {
-				chain = digestOf([]byte(parent.chainID + " " + d))
+				chain = ChainID(parent.chainID, d)
 			}
 			l := byChain[chain]
 			if l == nil {
@@ -280,7 +280,7 @@ func (w *writer) overlay(p ...string) string {
 }
 
 func (w *writer) meta(p ...string) string {
-	return filepath.Join(append([]string{w.root, "image", "overlay2"}, p...)...)
+	return filepath.Join(append([]string{MetaDir(w.root, Driver)}, p...)...)
 }
 
 // makeDirs makes the driver's and the image store's folders with dockerd's
@@ -492,7 +492,7 @@ func (w *writer) commit(l *layer) error {
 			return fmt.Errorf("layer %s: %w", l.chainID, err)
 		}
 	}
-	final := w.meta("layerdb", "sha256", strings.TrimPrefix(l.chainID, "sha256:"))
+	final := LayerDBDir(w.root, Driver, l.chainID)
 	if err := os.Rename(l.tmpMeta, final); err != nil {
 		return fmt.Errorf("layer %s: %w", l.chainID, err)
 	}
@@ -502,8 +502,7 @@ func (w *writer) commit(l *layer) error {
 // writeConfig writes the config under its digest, through a temporary
 // name.
 func (w *writer) writeConfig(cfg []byte) error {
-	hexID := strings.TrimPrefix(digestOf(cfg), "sha256:")
-	final := w.meta("imagedb", "content", "sha256", hexID)
+	final := ConfigFile(w.root, Driver, digestOf(cfg))
 	tmp := final + ".tmp-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	if err := writeFile(tmp, cfg, 0o600); err != nil {
 		return fmt.Errorf("writing the image config: %w", err)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/layerstore"
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
@@ -75,11 +76,10 @@ func (s *LayerStore) find(imageID string, known map[v1.Hash]bool) (*storeImage, 
 	if err != nil || id.Algorithm != "sha256" {
 		return nil, storeError("image ID %q is not a sha256 digest", imageID)
 	}
-	meta := filepath.Join(s.Root, "image", s.Driver)
 	si := &storeImage{}
 	// No such file with the containerd image store (dockerd 26+ with
 	// containerd-snapshotter), whose image IDs are manifest digests.
-	if si.config, err = os.ReadFile(filepath.Join(meta, "imagedb", "content", "sha256", id.Hex)); err != nil {
+	if si.config, err = os.ReadFile(layerstore.ConfigFile(s.Root, s.Driver, id.String())); err != nil {
 		return nil, storeError("the image's config: %v", err)
 	}
 	if got := sha256Hash(si.config); got != id {
@@ -91,13 +91,14 @@ func (s *LayerStore) find(imageID string, known map[v1.Hash]bool) (*storeImage, 
 	}
 	si.diffIDs = cfg.RootFS.DiffIDs
 	seen := map[v1.Hash]bool{}
-	for i, chain := range chainIDs(si.diffIDs) {
-		d := si.diffIDs[i]
+	chain := ""
+	for _, d := range si.diffIDs {
+		chain = layerstore.ChainID(chain, d.String())
 		if known[d] || seen[d] {
 			continue
 		}
 		seen[d] = true
-		l, err := s.layer(filepath.Join(meta, "layerdb", "sha256", chain.Hex), d)
+		l, err := s.layer(layerstore.LayerDBDir(s.Root, s.Driver, chain), d)
 		if err != nil {
 			return nil, storeError("layer %s: %v", logging.ShortID(d.String()), err)
 		}
@@ -125,10 +126,7 @@ func (s *LayerStore) layer(dir string, diffID v1.Hash) (storeLayer, error) {
 	if cacheID == "" || cacheID != filepath.Base(cacheID) || cacheID == "." || cacheID == ".." {
 		return l, fmt.Errorf("cache-id %q is not a folder name", cacheID)
 	}
-	l.files = filepath.Join(s.Root, "vfs", "dir", cacheID)
-	if s.Driver == "overlay2" {
-		l.files = filepath.Join(s.Root, "overlay2", cacheID, "diff")
-	}
+	l.files = layerstore.LayerFiles(s.Root, s.Driver, cacheID)
 	if fi, err := os.Stat(l.files); err != nil || !fi.IsDir() {
 		return l, fmt.Errorf("its files: %v", orNotDir(err, l.files))
 	}
@@ -150,20 +148,6 @@ func orNotRegular(err error, p string) error {
 		return err
 	}
 	return fmt.Errorf("%s is not a file", p)
-}
-
-// chainIDs are the layer store's keys for diffIDs: the first layer's is its
-// diff ID, each next one sha256("<parent chain ID> <diff ID>").
-func chainIDs(diffIDs []v1.Hash) []v1.Hash {
-	out := make([]v1.Hash, len(diffIDs))
-	for i, d := range diffIDs {
-		if i == 0 {
-			out[i] = d
-			continue
-		}
-		out[i] = sha256Hash([]byte(out[i-1].String() + " " + d.String()))
-	}
-	return out
 }
 
 // read rebuilds each new layer's tar and compresses it into dir, as many
@@ -287,7 +271,7 @@ func (s *LayerStore) pulled(diffID v1.Hash) []pulledBlob {
 	if s == nil || diffID.Algorithm != "sha256" || (s.Driver != "overlay2" && s.Driver != "vfs") {
 		return nil
 	}
-	dist := filepath.Join(s.Root, "image", s.Driver, "distribution")
+	dist := filepath.Join(layerstore.MetaDir(s.Root, s.Driver), "distribution")
 	raw, err := os.ReadFile(filepath.Join(dist, "v2metadata-by-diffid", "sha256", diffID.Hex))
 	if err != nil {
 		return nil

@@ -16,27 +16,15 @@ import (
 
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
+	"github.com/concourse-docker/docker-image-resource/pkg/layerstore"
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/client"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/klauspost/compress/gzip"
 	"github.com/vbatts/tar-split/tar/storage"
 )
-
-// TestChainIDs: the layer store's keys, as dockerd computes them
-// (layer.CreateChainID): a known answer for two layers.
-func TestChainIDs(t *testing.T) {
-	a := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("a", 64)}
-	b := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("b", 64)}
-	got := chainIDs([]v1.Hash{a, b})
-	want := sha256Hash([]byte(a.String() + " " + b.String()))
-	if len(got) != 2 || got[0] != a || got[1] != want {
-		t.Errorf("chain IDs %v, want [%s %s]", got, a, want)
-	}
-}
 
 // storeEnv is a real dockerd (host's, isolated) with a base loaded from a
 // get's folder and images built on it, and a registry to push to.
@@ -239,13 +227,11 @@ func TestPushFallsBackFromTheLayerStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var diffIDs []v1.Hash
+	chain := ""
 	for _, d := range ins.RootFS.Layers {
-		h, _ := v1.NewHash(d)
-		diffIDs = append(diffIDs, h)
+		chain = layerstore.ChainID(chain, d)
 	}
-	chains := chainIDs(diffIDs)
-	top := chains[len(chains)-1].Hex // the RUN layer
+	top := strings.TrimPrefix(chain, "sha256:") // the RUN layer
 
 	for _, c := range []struct {
 		name  string
