@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/test/scalebench"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/go-units"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -76,7 +77,7 @@ func BenchmarkBuilders(b *testing.B) {
 			for _, run := range r.runs {
 				ds = append(ds, run.phase[phase])
 			}
-			return rdp(median(ds))
+			return rdp(scalebench.Median(ds))
 		}
 		fmt.Fprintf(&t, "| %s | %s | %s | %s | %s | %s |\n", r.name, med("daemon start"), med("load"), med("build"), med("push"), med("total"))
 	}

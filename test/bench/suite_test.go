@@ -16,6 +16,7 @@ import (
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 	"github.com/concourse-docker/docker-image-resource/pkg/resource"
+	"github.com/concourse-docker/docker-image-resource/test/scalebench"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/go-units"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -81,7 +82,7 @@ func BenchmarkSuite(b *testing.B) {
 		getRSS = max(getRSS, rss)
 		os.RemoveAll(dest)
 	}
-	ours := median(getRuns)
+	ours := scalebench.Median(getRuns)
 	// Wait for other tests' dockerd first: the old way's time must not
 	// include that wait (StartDockerd takes the lock itself).
 	lockDockerd(b)()
@@ -194,14 +195,14 @@ func BenchmarkSuite(b *testing.B) {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&t, "\n## Suite (`make bench`)\n\n")
 	fmt.Fprintf(&t, "Machine: %s, %d cores, %s memory, %s, dockerd %s (%s). Scale %g",
-		host, numCPU(), hs(memTotal()), time.Now().UTC().Format("2006-01-02 15:04 MST"), daemonVersion, dockerdVersion(), scale)
+		host, numCPU(), hs(scalebench.MemTotal()), time.Now().UTC().Format("2006-01-02 15:04 MST"), daemonVersion, dockerdVersion(), scale)
 	if scale != 1 {
 		fmt.Fprintf(&t, " (BENCH_SCALE: image sizes below are nominal, times are for the scaled images)")
 	}
 	fmt.Fprintf(&t, ". Whole suite: %s, of which %s waiting for other tests' dockerd (one at a time per machine). Command: `make bench`.\n\n", rd(time.Since(began)), rd(lockWait))
 	fmt.Fprintf(&t, "| # | measure | result |\n|---|---|---|\n")
 	slices.Sort(starts)
-	fmt.Fprintf(&t, "| P1 | dockerd exec → API ready, median of 5 (min %s, max %s) | %s |\n", rd(starts[0]), rd(starts[len(starts)-1]), rd(median(starts)))
+	fmt.Fprintf(&t, "| P1 | dockerd exec → API ready, median of 5 (min %s, max %s) | %s |\n", rd(starts[0]), rd(starts[len(starts)-1]), rd(scalebench.Median(starts)))
 	fmt.Fprintf(&t, "| P2 | get `save: true`, 300 MiB / 4 layers, median of 3 | %s |\n", rd(ours))
 	fmt.Fprintf(&t, "| P2 | old way: start dockerd, pull, save, export into rootfs/, same image | %s |\n", rd(old))
 	fmt.Fprintf(&t, "| P2 | ratio old / new | %.1fx |\n", old.Seconds()/ours.Seconds())
@@ -352,12 +353,6 @@ func lockDockerd(b testing.TB) (unlock func()) {
 	return unlock
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 // benchScale reads BENCH_SCALE (default 1): the factor on every image size.
 func benchScale(b *testing.B) float64 {
 	v := os.Getenv("BENCH_SCALE")
@@ -369,18 +364,6 @@ func benchScale(b *testing.B) float64 {
 		b.Fatalf("BENCH_SCALE=%q: want a positive number", v)
 	}
 	return f
-}
-
-func memTotal() int64 {
-	st, _ := os.ReadFile("/proc/meminfo")
-	for _, l := range strings.Split(string(st), "\n") {
-		if kb, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-			var n int64
-			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
-			return n << 10
-		}
-	}
-	return 0
 }
 
 func dockerdVersion() string {

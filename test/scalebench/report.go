@@ -62,7 +62,7 @@ func (r *Report) Markdown() string {
 		"the registry is unthrottled. Phases are the put's own metadata (`time daemon start`, `time load`, `time build`, `time push`, `time total`). "+
 		"The load_base puts run with the base deleted from the registry (its manifest refused; the registry's log is checked for it), "+
 		"each load_base and FROM put pushes a new repository, the cache: true puts push the repository:tag an untimed cache: true put pushed first.\n\n",
-		host, cores(), units.BytesSize(float64(memTotal())), time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		host, cores(), units.BytesSize(float64(MemTotal())), time.Now().UTC().Format("2006-01-02 15:04 MST"),
 		r.Config.Command(), dur(r.Took), r.Describe, r.Config.Runs)
 
 	row := func(name string, cell func(s SizeResult) string) {
@@ -80,10 +80,10 @@ func (r *Report) Markdown() string {
 	first := r.Sizes[0]
 	row("base: uncompressed / compressed", func(s SizeResult) string { return size(s.Base.Raw) + " / " + size(s.Base.Zip) })
 	row("base: layers / files", func(s SizeResult) string { return fmt.Sprintf("%d / %d", len(s.Base.Blobs), s.Base.Files) })
-	row("get `save: true` (`in`)", func(s SizeResult) string { return dur(median(s.Get)) })
+	row("get `save: true` (`in`)", func(s SizeResult) string { return dur(Median(s.Get)) })
 	row("get: peak RSS", func(s SizeResult) string { return fmt.Sprintf("%d MiB", s.GetRSS>>20) })
-	row("floor: `tar -xzf` of every layer blob", func(s SizeResult) string { return dur(median(s.Floor)) })
-	row("get / floor", func(s SizeResult) string { return ratio(median(s.Get), median(s.Floor)) })
+	row("floor: `tar -xzf` of every layer blob", func(s SizeResult) string { return dur(Median(s.Floor)) })
+	row("get / floor", func(s SizeResult) string { return ratio(Median(s.Get), Median(s.Floor)) })
 	row("**load_base put: total**", func(s SizeResult) string { return "**" + dur(phase(s.LoadBase, "total")) + "**" })
 	for _, p := range []string{"daemon start", "load", "build", "push"} {
 		row("— "+p, func(s SizeResult) string { return dur(phase(s.LoadBase, p)) })
@@ -98,7 +98,7 @@ func (r *Report) Markdown() string {
 	row("load_base / FROM pulled (totals)", func(s SizeResult) string {
 		return ratio(phase(s.LoadBase, "total"), phase(s.FromPulled, "total"))
 	})
-	row("load / floor", func(s SizeResult) string { return ratio(phase(s.LoadBase, "load"), median(s.Floor)) })
+	row("load / floor", func(s SizeResult) string { return ratio(phase(s.LoadBase, "load"), Median(s.Floor)) })
 	row(fmt.Sprintf("load_base push / at %d MiB", first.Base.MiB), func(s SizeResult) string {
 		return ratio(phase(s.LoadBase, "push"), phase(first.LoadBase, "push"))
 	})
@@ -114,7 +114,8 @@ func (r *Report) Markdown() string {
 	return t.String()
 }
 
-func median(ds []time.Duration) time.Duration {
+// Median is the middle of ds (0 for none); the benchmarks report medians.
+func Median(ds []time.Duration) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}
@@ -129,7 +130,7 @@ func phase(runs []PutResult, name string) time.Duration {
 	for _, r := range runs {
 		ds = append(ds, r.Phase[name])
 	}
-	return median(ds)
+	return Median(ds)
 }
 
 func sum(runs []PutResult, name string) time.Duration {
@@ -173,7 +174,8 @@ func cores() string {
 	return strings.TrimSpace(string(out)) + " cores"
 }
 
-func memTotal() int64 {
+// MemTotal is the machine's memory, for the benchmarks' machine line.
+func MemTotal() int64 {
 	st, _ := os.ReadFile("/proc/meminfo")
 	for _, l := range strings.Split(string(st), "\n") {
 		if kb, ok := strings.CutPrefix(l, "MemTotal:"); ok {
