@@ -34,6 +34,14 @@ type Source struct {
 	Platform *Platform `json:"platform"`
 	Debug    Bool      `json:"debug"`
 
+	// Tag tracking, with registry-image-resource's names (tagtracking.go).
+	TagRegex           string   `json:"tag_regex"`
+	CreatedAtSort      Bool     `json:"created_at_sort"`
+	SemverConstraint   string   `json:"semver_constraint"`
+	PreReleases        Bool     `json:"pre_releases"`
+	PreReleasePrefixes []string `json:"pre_release_prefixes"`
+	Variant            string   `json:"variant"`
+
 	Email Retired `json:"email" retired:"registries stopped using an email address for login; remove it"`
 }
 
@@ -51,8 +59,10 @@ type Platform struct {
 	Variant      string `json:"variant"`
 }
 
-// Version is the resource's version: the digest the registry holds.
+// Version is the resource's version: the digest the registry holds, and
+// with tag tracking (tagtracking.go) the tag that names it.
 type Version struct {
+	Tag    string `json:"tag,omitempty"`
 	Digest string `json:"digest"`
 }
 
@@ -95,6 +105,14 @@ type OutParams struct {
 	TagPrefix      string `json:"tag_prefix"`
 	AdditionalTags string `json:"additional_tags"`
 	TagAsLatest    Bool   `json:"tag_as_latest"`
+
+	// The semver the put pushes when source tracks semver (tagtracking.go).
+	Version     string `json:"version"`
+	VersionFile string `json:"version_file"`
+	BumpAliases Bool   `json:"bump_aliases"`
+
+	// Fan-out push (fanout.go).
+	AdditionalRepositories []string `json:"additional_repositories"`
 
 	Rootfs Retired `json:"rootfs" retired:"the put no longer exports a rootfs; use get_params: {rootfs: true} on the put step"`
 }

@@ -91,6 +91,7 @@ func (s *Source) Validate() error {
 		s.validateInsecureRegistries,
 		func() error { return validateMirror(s.RegistryMirror) },
 		s.validateNumbers,
+		s.validateTagTracking,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -225,6 +226,12 @@ func validateMirror(mirror string) error {
 
 // Validate checks put params that need no files.
 func (p *OutParams) Validate() error {
+	if err := p.validateVersion(); err != nil {
+		return err
+	}
+	if err := p.validateFanOut(); err != nil {
+		return err
+	}
 	if p.CacheTag != "" {
 		if err := ValidateTag("params.cache_tag", string(p.CacheTag)); err != nil {
 			return err
