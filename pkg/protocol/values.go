@@ -116,9 +116,9 @@ func (e *BaseEntry) UnmarshalJSON(b []byte) error {
 }
 
 // UnmarshalJSON reads a version leniently, as versions come from check
-// (ours or the old resource's): keys other than digest are ignored. But a
-// digest that is not a string is named as such: {"digest": 5} used to be
-// called "not an object".
+// (ours or the old resource's): keys other than digest and tag (tag
+// tracking's, tagtracking.go) are ignored. But a digest that is not a
+// string is named as such: {"digest": 5} used to be called "not an object".
 func (v *Version) UnmarshalJSON(b []byte) error {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(b, &obj); err != nil {
@@ -131,6 +131,11 @@ func (v *Version) UnmarshalJSON(b []byte) error {
 	}
 	if err := json.Unmarshal(raw, &v.Digest); err != nil {
 		return &FieldError{Field: "version.digest", Msg: (&typeError{want: "a string", got: jsonKind(raw)}).Error()}
+	}
+	if raw, ok := obj["tag"]; ok && string(bytes.TrimSpace(raw)) != "null" {
+		if err := json.Unmarshal(raw, &v.Tag); err != nil {
+			return &FieldError{Field: "version.tag", Msg: (&typeError{want: "a string", got: jsonKind(raw)}).Error()}
+		}
 	}
 	return nil
 }

@@ -50,15 +50,18 @@ func In(ctx context.Context, env Env) error {
 
 func get(ctx context.Context, env Env, s *session, dest string, req *protocol.InRequest) (*protocol.Response, error) {
 	src := &req.Source
-	repo, tag := src.Repository, src.TagOrDefault()
+	repo, tag := src.Repository, getTag(req)
 	digest, err := v1.NewHash(req.Version.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("version.digest: %w", err)
 	}
+	if err := protocol.ValidateTag("version.tag", tag); err != nil {
+		return nil, err
+	}
 	if err := writableDir(dest); err != nil {
 		return nil, err
 	}
-	resp := &protocol.Response{Version: protocol.Version{Digest: digest.String()}}
+	resp := &protocol.Response{Version: protocol.Version{Tag: req.Version.Tag, Digest: digest.String()}}
 	files := map[string]string{"repository": repo, "tag": tag, "digest": digest.String()}
 
 	if !req.Params.SkipDownload {
@@ -82,6 +85,15 @@ func get(ctx context.Context, env Env, s *session, dest string, req *protocol.In
 		}
 	}
 	return resp, nil
+}
+
+// getTag is the tag the get names the image by: the version's, with tag
+// tracking (its check reports {"tag", "digest"}), else source.tag.
+func getTag(req *protocol.InRequest) string {
+	if req.Version.Tag != "" {
+		return req.Version.Tag
+	}
+	return req.Source.TagOrDefault()
 }
 
 // fetch downloads the image and writes rootfs/, metadata.json,
@@ -109,7 +121,7 @@ func fetch(ctx context.Context, env Env, s *session, dest string, req *protocol.
 	}
 	s.log.Debugf("download: %d layers, %d bytes in %s", stats.Layers, stats.Bytes, stats.Duration)
 
-	repoTag := src.Repository + ":" + src.TagOrDefault()
+	repoTag := src.Repository + ":" + getTag(req)
 	if err := writeRootfsAndImage(ctx, s, local, dest, repoTag, bool(params.Save)); err != nil {
 		return "", err
 	}

@@ -115,7 +115,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	}
 	s.log.Infof("pushed %s:%s as %s", plan.repository, strings.Join(plan.tags, ", :"), digest)
 	meta := protocol.Metadata("image", logging.ShortID(imageID), "tags", strings.Join(plan.tags, " "))
-	return &protocol.Response{Version: protocol.Version{Digest: digest}, Metadata: timing.report(s, append(meta, pushMeta...))}, nil
+	return &protocol.Response{Version: plan.responseVersion(digest), Metadata: timing.report(s, append(meta, pushMeta...))}, nil
 }
 
 // report logs the closing summary and returns meta with a field for each

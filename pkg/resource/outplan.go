@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/Masterminds/semver/v3"
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
 )
@@ -61,6 +62,10 @@ func planPut(ctx context.Context, env Env, s *session, srcDir string, req *proto
 	if err != nil {
 		return nil, err
 	}
+	// bump_aliases reads the registry's tags, with those credentials.
+	if err := planAliases(ctx, env, s, &creds.src, &tags); err != nil {
+		return nil, err
+	}
 	return &putPlan{repository: src.Repository, builder: bld, tagPlan: tags, imagePlan: img, basePlan: bases, credentials: creds}, nil
 }
 
@@ -79,21 +84,37 @@ func inFolder(srcDir string) func(string) string {
 type tagPlan struct {
 	tags     []string // the push tag first
 	cacheTag string   // the tag `cache: true` builds from
+	// params.version (outplanversion.go): its tag is the push tag, and
+	// with bump the aliases planAliases adds.
+	version *semver.Version
+	bump    bool
+	tagged  bool // source tracks tags: the put's version carries the push tag
 }
 
 func planTags(s *session, src *protocol.Source, params *protocol.OutParams, abs func(string) string) (tagPlan, error) {
-	tag, err := pushTag(s, src, params, abs)
+	ver, tag, err := pushVersion(s, src, params, abs)
 	if err != nil {
 		return tagPlan{}, err
 	}
-	tags, err := additionalTags(params, abs, []string{tag})
+	first := []string{tag}
+	if ver == nil {
+		if tag, err = pushTag(s, src, params, abs); err != nil {
+			return tagPlan{}, err
+		}
+		first = []string{tag}
+	} else if src.Tag != "" {
+		// As registry-image pushes it: the one tag check follows.
+		first = appendUnique(first, string(src.Tag))
+	}
+	tags, err := additionalTags(params, abs, first)
 	if err != nil {
 		return tagPlan{}, err
 	}
 	if params.TagAsLatest {
 		tags = appendUnique(tags, "latest")
 	}
-	return tagPlan{tags: tags, cacheTag: orDefault(string(params.CacheTag), tag)}, nil
+	return tagPlan{tags: tags, cacheTag: orDefault(string(params.CacheTag), tag),
+		version: ver, bump: bool(params.BumpAliases), tagged: src.Tracking() != protocol.TrackTag}, nil
 }
 
 // pushTag is tag_file's content (trimmed, with tag_prefix), else the
