@@ -10,7 +10,7 @@ import (
 )
 
 // observer sits under go-containerregistry's auth transport and notes what
-// the registry answered for each blob: already there (HEAD 200), mounted
+// the registry answered for each blob of each repository: already there (HEAD 200), mounted
 // from another repository (POST ?mount= answered 201), or uploaded (PUT
 // ?digest= answered 201). It also counts the request body bytes sent.
 type observer struct {
@@ -18,15 +18,41 @@ type observer struct {
 
 	sent atomic.Int64
 
+	// What each repository ("host/path", see repoOf) answered, by blob
+	// digest, and its manifest PUTs; manifests counts them all.
 	mu        sync.Mutex
-	existing  map[string]bool
-	mounted   map[string]bool
-	uploaded  map[string]bool
+	existing  map[string]map[string]bool
+	mounted   map[string]map[string]bool
+	uploaded  map[string]map[string]bool
+	repoPuts  map[string]int
 	manifests int
 }
 
 func newObserver(next http.RoundTripper) *observer {
-	return &observer{next: next, existing: map[string]bool{}, mounted: map[string]bool{}, uploaded: map[string]bool{}}
+	return &observer{next: next, existing: map[string]map[string]bool{}, mounted: map[string]map[string]bool{},
+		uploaded: map[string]map[string]bool{}, repoPuts: map[string]int{}}
+}
+
+// repoOf is the repository a registry API path is about, with the host:
+// "host:5000/team/app" for /v2/team/app/blobs/... or /manifests/...
+func repoOf(host, path string) string {
+	p, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		return ""
+	}
+	for _, sep := range []string{"/blobs/", "/manifests/"} {
+		if i := strings.LastIndex(p, sep); i >= 0 {
+			return host + "/" + p[:i]
+		}
+	}
+	return ""
+}
+
+func mark(m map[string]map[string]bool, repo, digest string) {
+	if m[repo] == nil {
+		m[repo] = map[string]bool{}
+	}
+	m[repo][digest] = true
 }
 
 var blobPath = regexp.MustCompile(`/v2/.+/blobs/(sha256:[0-9a-f]{64})$`)
@@ -58,43 +84,72 @@ func (o *observer) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func (o *observer) note(req *http.Request, status int) {
 	p, q := req.URL.Path, req.URL.Query()
+	repo := repoOf(req.URL.Host, p)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch {
 	case req.Method == http.MethodHead && status == http.StatusOK:
 		if m := blobPath.FindStringSubmatch(p); m != nil {
-			o.existing[m[1]] = true
+			mark(o.existing, repo, m[1])
 		}
 	case req.Method == http.MethodPost && status == http.StatusCreated && strings.HasSuffix(p, "/blobs/uploads/"):
 		if d := q.Get("mount"); d != "" && q.Get("digest") == "" {
-			o.mounted[d] = true
+			mark(o.mounted, repo, d)
 		} else if d := q.Get("digest"); d != "" {
-			o.uploaded[d] = true // a monolithic upload
+			mark(o.uploaded, repo, d) // a monolithic upload
 		}
 	case req.Method == http.MethodPut && status == http.StatusCreated && strings.Contains(p, "/blobs/uploads/"):
 		if d := q.Get("digest"); d != "" {
-			o.uploaded[d] = true
+			mark(o.uploaded, repo, d)
 		}
 	case req.Method == http.MethodPut && status < 300 && strings.Contains(p, "/manifests/"):
 		o.manifests++
+		o.repoPuts[repo]++
 	}
 }
 
-// tally sums what happened to blobs (digest → size).
+// tally sums what happened to blobs (digest → size) in every repository.
 func (o *observer) tally(blobs map[string]int64) (uploaded, existing, mounted BlobStats) {
+	o.mu.Lock()
+	repos := map[string]bool{}
+	for _, m := range []map[string]map[string]bool{o.uploaded, o.mounted, o.existing} {
+		for r := range m {
+			repos[r] = true
+		}
+	}
+	o.mu.Unlock()
+	for r := range repos {
+		u, e, m := o.tallyRepo(r, blobs)
+		uploaded, existing, mounted = uploaded.plus(u), existing.plus(e), mounted.plus(m)
+	}
+	return uploaded, existing, mounted
+}
+
+// tallyRepo sums what happened to blobs in repo ("host/path").
+func (o *observer) tallyRepo(repo string, blobs map[string]int64) (uploaded, existing, mounted BlobStats) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for d, size := range blobs {
 		switch {
-		case o.uploaded[d]:
+		case o.uploaded[repo][d]:
 			uploaded.add(size)
-		case o.mounted[d]:
+		case o.mounted[repo][d]:
 			mounted.add(size)
-		case o.existing[d]:
+		case o.existing[repo][d]:
 			existing.add(size)
 		}
 	}
 	return uploaded, existing, mounted
+}
+
+func (o *observer) manifestsOf(repo string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.repoPuts[repo]
+}
+
+func (s BlobStats) plus(o BlobStats) BlobStats {
+	return BlobStats{Blobs: s.Blobs + o.Blobs, Bytes: s.Bytes + o.Bytes}
 }
 
 type countingBody struct {

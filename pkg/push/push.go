@@ -61,6 +61,11 @@ type Options struct {
 	Image string
 	// Repository is the target, as users write it ("host:5000/team/app").
 	Repository string
+	// Additional are more repositories, as users write them, that get the
+	// same image under every tag (fanout.go): every blob goes to every
+	// repository before the first manifest is written anywhere. Source
+	// credentials (Registry's Username) go to Repository's registry only.
+	Additional []string
 	// Tags: the first is pushed with the blobs, the others only get the
 	// manifest.
 	Tags []string
@@ -114,8 +119,12 @@ type Result struct {
 	// (manifests included). Existing: blobs the repository had (HEAD).
 	// Mounted: blobs the registry mounted from a base's repository.
 	Uploaded, Existing, Mounted BlobStats
-	// Manifests is the number of manifest PUTs (one per tag).
+	// Manifests is the number of manifest PUTs (one per tag and
+	// repository).
 	Manifests int
+	// Repositories is what each repository got, Repository first, then the
+	// Additional ones; Uploaded, Existing and Mounted above are their sums.
+	Repositories []RepositoryStats
 	// From is where the config and new layers were read (empty when the
 	// image was a base).
 	From Source
@@ -168,6 +177,10 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	dests, err := newDestinations(o.Registry, target, o.Repository, o.Additional)
+	if err != nil {
+		return nil, err
+	}
 	p, err := planLayers(ctx, o, target, log)
 	if err != nil {
 		return nil, err
@@ -182,7 +195,7 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("push: temp folder: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	w, err := newWriter(ctx, o, target, p.used)
+	w, err := newWriter(ctx, o, target, dests, p.used)
 	if err != nil {
 		return nil, err
 	}
@@ -205,12 +218,13 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 	res.Digest, _ = img.Digest()
 
 	final := time.Now()
-	if err := pushTags(ctx, o, target, w, img); err != nil {
+	if err := pushBlobsThenTags(ctx, o, w, img, log); err != nil {
 		return nil, err
 	}
 	res.Upload, res.Took = time.Since(final), time.Since(start)
 	res.Uploaded, res.Existing, res.Mounted = w.obs.tally(sizes)
 	res.Uploaded.Bytes, res.Manifests = w.obs.sent.Load(), w.obs.manifests
+	res.Repositories = w.stats(sizes)
 	return res, nil
 }
 
@@ -234,7 +248,7 @@ func sendBaseBlobs(ctx context.Context, o Options, target name.Repository, p *la
 			return nil
 		})
 	}
-	g.Go(func() error { return w.upload(gctx, early) })
+	g.Go(func() error { return w.send(gctx, early) })
 	var sv *saved
 	if p.self == nil {
 		g.Go(func() error {
@@ -321,20 +335,21 @@ func imageConfig(p *layerPlan, sv *saved, res *Result, log *logrus.Entry) ([]byt
 	return sv.config, nil
 }
 
-// pushTags sends the new layers, the config and the manifest with the
-// first tag (base blobs are done), then only the manifest for every other
-// tag.
-func pushTags(ctx context.Context, o Options, target name.Repository, w *writer, img *pushImage) error {
-	first := target.Tag(o.Tags[0])
-	if err := w.pusher.Push(ctx, first, img); err != nil {
-		return fmt.Errorf("push %s: %w", first, o.Registry.Explain(err))
+// pushBlobsThenTags sends the blobs not sent yet (new layers, the config,
+// base blobs whose digest verify had to find) to every repository, and
+// only then writes the manifest under every tag to each (fanout.go).
+func pushBlobsThenTags(ctx context.Context, o Options, w *writer, img *pushImage, log *logrus.Entry) error {
+	cfg, err := img.ConfigLayer()
+	if err != nil {
+		return err
 	}
-	for _, t := range o.Tags[1:] {
-		if err := w.pusher.Put(ctx, target.Tag(t), img); err != nil {
-			return fmt.Errorf("push %s:%s: %w", o.Repository, t, o.Registry.Explain(err))
-		}
+	if n := len(w.dests.all); n > 1 {
+		log.Infof("push: sending every blob to %d repositories on %s before writing any manifest", n, count(w.dests.registries(), "registry", "registries"))
 	}
-	return nil
+	if err := w.send(ctx, append(slices.Clone(img.layers), cfg)); err != nil {
+		return err
+	}
+	return w.tagAll(ctx, o.Tags, img, nil)
 }
 
 // layerPlan says where each layer of the image comes from.
@@ -398,36 +413,59 @@ func planLayers(ctx context.Context, o Options, target name.Repository, log *log
 	return p, nil
 }
 
-// writer is the registry side of one push: one pusher for every request,
-// so each blob is handled once and the observer sees every answer.
+// writer is the registry side of one push: one pusher for every request
+// and repository, so each blob is handled once per repository and the
+// observer sees every answer.
 type writer struct {
-	pusher    *remote.Pusher
-	obs       *observer
-	target    name.Repository
-	mountable map[*base]name.Reference // bases in another repository of the target's registry
+	pusher *remote.Pusher
+	obs    *observer
+	target name.Repository
+	dests  *destinations
+	// mountable: bases in a repository of a destination's registry (forRepo
+	// keeps the mount for that registry's repositories only).
+	mountable map[*base]name.Reference
 	jobs      int
 	explain   func(error) error
 }
 
-func newWriter(ctx context.Context, o Options, target name.Repository, used map[*base]bool) (*writer, error) {
-	w := &writer{target: target, mountable: map[*base]name.Reference{}, jobs: o.Jobs, explain: o.Registry.Explain}
-	if w.jobs <= 0 {
-		w.jobs = 3
+func newWriter(ctx context.Context, o Options, target name.Repository, dests *destinations, used map[*base]bool) (*writer, error) {
+	w := &writer{target: target, dests: dests, mountable: map[*base]name.Reference{}, jobs: o.Jobs, explain: o.Registry.Explain}
+	registries := map[string]bool{}
+	for _, d := range dests.all {
+		registries[d.RegistryStr()] = true
 	}
+	// The source credentials go to the target's registry alone: an
+	// additional repository elsewhere gets its registry's
+	// additional_private_registries entry, or nothing.
 	repos := []name.Repository{target}
 	for b := range used {
-		if r, err := o.Registry.Repository(b.repo); err == nil && r.RegistryStr() == target.RegistryStr() && r.String() != target.String() {
-			w.mountable[b] = r.Tag(orLatest(b.tag))
-			repos = append(repos, r) // credentials and pull scope for the mount
+		r, err := o.Registry.Repository(b.repo)
+		if err != nil || !registries[r.RegistryStr()] {
+			continue
+		}
+		w.mountable[b] = r.Tag(orLatest(b.tag))
+		if r.RegistryStr() == target.RegistryStr() && r.String() != target.String() {
+			repos = append(repos, r) // pull scope for the mount
 		}
 	}
-	w.obs = newObserver(o.Registry.Transport())
-	opts := append(o.Registry.RemoteOptions(ctx, repos...), remote.WithJobs(w.jobs), remote.WithTransport(w.obs))
 	var err error
-	if w.pusher, err = remote.NewPusher(opts...); err != nil {
-		return nil, fmt.Errorf("push: %w", err)
+	w.pusher, w.obs, err = newPusher(ctx, o.Registry, &w.jobs, repos)
+	return w, err
+}
+
+// newPusher is one go-containerregistry pusher through an observer, with
+// the source credentials for the registry of repos (*jobs defaults to 3).
+func newPusher(ctx context.Context, reg *registry.Client, jobs *int, repos []name.Repository) (*remote.Pusher, *observer, error) {
+	if *jobs <= 0 {
+		*jobs = 3
 	}
-	return w, nil
+	obs := newObserver(reg.Transport())
+	opts := append(reg.RemoteOptions(ctx, repos...), remote.WithJobs(*jobs), remote.WithTransport(obs))
+	p, err := remote.NewPusher(opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("push: %w", err)
+	}
+	return p, obs, nil
 }
 
 // layer is a base's original blob, mountable from the base's repository
@@ -456,22 +494,6 @@ func (w *writer) baseLayers(p *layerPlan) []v1.Layer {
 		out = append(out, w.layer(l, docker.layer(l.comp)))
 	}
 	return out
-}
-
-// upload sends blobs (HEAD, mount or upload), jobs at a time.
-func (w *writer) upload(ctx context.Context, layers []v1.Layer) error {
-	var g errgroup.Group
-	g.SetLimit(w.jobs)
-	for _, l := range layers {
-		g.Go(func() error {
-			if err := w.pusher.Upload(ctx, w.target, l); err != nil {
-				d, _ := l.Digest()
-				return fmt.Errorf("push base blob %s to %s: %w", d, w.target, w.explain(err))
-			}
-			return nil
-		})
-	}
-	return g.Wait()
 }
 
 // assemble writes the manifest in one media type family, the base's (of
@@ -666,6 +688,13 @@ func notPulled(ctx context.Context, d Daemon, self string, fresh []v1.Hash) erro
 		}
 	}
 	return nil
+}
+
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func plural(n int) string {
