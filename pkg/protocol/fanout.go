@@ -1,11 +1,57 @@
 package protocol
 
-import "errors"
+import (
+	"fmt"
 
-// validateFanOut checks additional_repositories.
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// validateFanOut checks additional_repositories on their own: each entry
+// a valid repository, none given twice (Docker Hub names compared
+// normalised: "alpine" is "docker.io/library/alpine").
+// OutRequest.AdditionalRepositories also compares them with the source.
 func (p *OutParams) validateFanOut() error {
-	if len(p.AdditionalRepositories) > 0 {
-		return errors.New("params.additional_repositories: pushing to several repositories is not implemented yet; declare one resource per repository")
+	seen := map[string]int{}
+	for i, repo := range p.AdditionalRepositories {
+		field := fmt.Sprintf("params.additional_repositories[%d]", i)
+		if repo == "" {
+			return fmt.Errorf("%s is empty: give a repository, e.g. \"registry.example.com:5000/team/app\"", field)
+		}
+		if err := ValidateRepository(field, repo); err != nil {
+			return err
+		}
+		n := normalRepository(repo)
+		if j, ok := seen[n]; ok {
+			return fmt.Errorf("%s: %q is params.additional_repositories[%d] (%q) again: list each repository once", field, repo, j, p.AdditionalRepositories[j])
+		}
+		seen[n] = i
 	}
 	return nil
+}
+
+// AdditionalRepositories are params.additional_repositories as the user
+// wrote them, checked (validateFanOut) and compared with source.repository:
+// the source is pushed to anyway, so naming it again is an error.
+func (r *OutRequest) AdditionalRepositories() ([]string, error) {
+	if err := r.Params.validateFanOut(); err != nil {
+		return nil, err
+	}
+	src := normalRepository(r.Source.Repository)
+	for i, repo := range r.Params.AdditionalRepositories {
+		if normalRepository(repo) == src {
+			return nil, fmt.Errorf("params.additional_repositories[%d]: %q is source.repository (%q), which the put pushes to anyway: list only the other repositories", i, repo, r.Source.Repository)
+		}
+	}
+	return r.Params.AdditionalRepositories, nil
+}
+
+// normalRepository is repo's full name ("index.docker.io/library/alpine"
+// for "alpine"); repo as given when it does not parse (validation says
+// why elsewhere).
+func normalRepository(repo string) string {
+	r, err := name.NewRepository(repo)
+	if err != nil {
+		return repo
+	}
+	return r.Name()
 }

@@ -27,6 +27,7 @@ type putPlan struct {
 	imagePlan   // outplansource.go: where the image comes from
 	basePlan    // outplanbases.go: load_base(s) and cache_from folders
 	credentials // the source with ECR tokens, and the daemon's registry auth
+	fanOutPlan  // outplanfanout.go: additional_repositories and their credentials
 }
 
 // buildsWithBuildKit is whether the image is built, by BuildKit.
@@ -66,7 +67,11 @@ func planPut(ctx context.Context, env Env, s *session, srcDir string, req *proto
 	if err := planAliases(ctx, env, s, &creds.src, &tags); err != nil {
 		return nil, err
 	}
-	return &putPlan{repository: src.Repository, builder: bld, tagPlan: tags, imagePlan: img, basePlan: bases, credentials: creds}, nil
+	fan, err := planFanOut(ctx, s, req, creds.src)
+	if err != nil {
+		return nil, err
+	}
+	return &putPlan{repository: src.Repository, builder: bld, tagPlan: tags, imagePlan: img, basePlan: bases, credentials: creds, fanOutPlan: fan}, nil
 }
 
 // inFolder resolves the request's paths: relative ones are relative to the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/daemon"
@@ -16,17 +17,20 @@ import (
 	"github.com/docker/go-units"
 )
 
-// pushImage pushes imageID under every tag of the plan and returns the
-// first tag's manifest digest and metadata for the response. Images on
-// bases from gets with save: true go straight to the registry, reusing the
-// bases' original blobs (pkg/push); anything else, or an image pkg/push
-// cannot reuse the blobs of, goes through the daemon d.
+// pushImage pushes imageID under every tag of the plan, to the source's
+// repository and every additional one, and returns the first tag's
+// manifest digest (the same everywhere) and metadata for the response.
+// Images on bases from gets with save: true go straight to the registry,
+// reusing the bases' original blobs (pkg/push), every blob to every
+// repository before any manifest; anything else, or an image pkg/push
+// cannot reuse the blobs of, goes through the daemon d to the source's
+// repository and on from there (push.Copy).
 func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d *daemon.Daemon, plan *putPlan, imageID string) (string, []protocol.MetadataField, error) {
 	cli := d.Client()
 	why := ""
 	switch plan.source {
 	case sourceBuild, sourceLoad:
-		reg, err := registryClient(env, src, s.log)
+		reg, err := registryClient(env, plan.pushSource(src), s.log)
 		if err != nil {
 			return "", nil, err
 		}
@@ -39,15 +43,21 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d
 			bases = append(bases, plan.path)
 		}
 		res, err := push.Push(ctx, push.Options{
-			Daemon: cli, Registry: reg, Image: imageID, Repository: plan.repository, Tags: plan.tags,
+			Daemon: cli, Registry: reg, Image: imageID, Repository: plan.repository, Additional: plan.additional, Tags: plan.tags,
 			Bases: bases, Jobs: src.Uploads(), TempDir: scratchDir(), LayerStore: ownLayerStore(d), Log: s.log,
 		})
 		if err == nil {
 			uploaded := fmt.Sprintf("%s (%s, %s)", units.HumanSize(float64(res.Uploaded.Bytes)), count(res.Uploaded.Blobs, "blob"), count(res.Manifests, "manifest"))
 			reused := res.Reused()
-			s.log.Infof("push: straight to the registry in %s: uploaded %s, reused %s: %d already in %s, %d mounted from a base's repository",
-				res.Took.Round(10*time.Millisecond), uploaded, reused, res.Existing.Blobs, plan.repository, res.Mounted.Blobs)
-			return res.Digest.String(), protocol.Metadata("push", "registry", "uploaded", uploaded, "reused", reused.String()), nil
+			if len(plan.additional) == 0 {
+				s.log.Infof("push: straight to the registry in %s: uploaded %s, reused %s: %d already in %s, %d mounted from a base's repository",
+					res.Took.Round(10*time.Millisecond), uploaded, reused, res.Existing.Blobs, plan.repository, res.Mounted.Blobs)
+			} else {
+				s.log.Infof("push: straight to the registries in %s: uploaded %s, reused %s", res.Took.Round(10*time.Millisecond), uploaded, reused)
+				logRepositories(s, res.Repositories)
+			}
+			meta := protocol.Metadata("push", "registry", "uploaded", uploaded, "reused", reused.String())
+			return res.Digest.String(), append(meta, plan.repositoriesMeta()...), nil
 		}
 		var nd *push.NeedsDaemonError
 		if !errors.As(err, &nd) {
@@ -58,18 +68,75 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d
 		why = fmt.Sprintf("params.%s: the original compressed blobs of its layers are unknown", plan.source)
 	}
 	s.log.Infof("push: through the daemon: %s", why)
+	if len(plan.additional) > 0 {
+		s.log.Infof("push: the daemon pushes %s first, under every tag; then every blob goes on to each additional repository (%d) before any of them gets a manifest",
+			plan.repository, len(plan.additional))
+	}
 	results, err := daemonPush(ctx, s, func() ([]engine.PushResult, error) {
 		return engine.Push(ctx, cli, imageID, plan.repository, plan.tags, plan.auth, s.log)
 	})
 	if err != nil {
+		if len(plan.additional) > 0 {
+			err = fmt.Errorf("%w (no additional repository got a tag)", err)
+		}
 		return "", nil, err
 	}
+	digest := ""
 	for _, r := range results {
 		if r.Tag == plan.tags[0] {
-			return r.Digest, protocol.Metadata("push", "daemon"), nil
+			digest = r.Digest
 		}
 	}
-	return "", nil, fmt.Errorf("push %s:%s: the daemon reported no digest", plan.repository, plan.tags[0])
+	if digest == "" {
+		return "", nil, fmt.Errorf("push %s:%s: the daemon reported no digest", plan.repository, plan.tags[0])
+	}
+	if err := copyOn(ctx, env, s, src, plan, digest); err != nil {
+		return "", nil, err
+	}
+	return digest, append(protocol.Metadata("push", "daemon"), plan.repositoriesMeta()...), nil
+}
+
+// copyOn sends what the daemon pushed to the source's repository on to the
+// additional repositories. The source's repository holds the new tags
+// already: a failure here says so.
+func copyOn(ctx context.Context, env Env, s *session, src *protocol.Source, plan *putPlan, digest string) error {
+	if len(plan.additional) == 0 {
+		return nil
+	}
+	reg, err := registryClient(env, plan.pushSource(src), s.log)
+	if err != nil {
+		return err
+	}
+	res, err := push.Copy(ctx, push.CopyOptions{Registry: reg, Repository: plan.repository, Digest: digest, Tags: plan.tags,
+		Additional: plan.additional, Jobs: src.Uploads(), Log: s.log})
+	if err != nil {
+		var me *push.ManifestError
+		if errors.As(err, &me) {
+			return fmt.Errorf("the daemon pushed %s; sending it on to params.additional_repositories: %w", plan.repository, err)
+		}
+		return fmt.Errorf("the daemon pushed %s, which holds the new tags; sending it on to params.additional_repositories failed before any of them got a tag: %w", plan.repository, err)
+	}
+	s.log.Infof("push: sent on from %s in %s: uploaded %s (%s), reused %s", plan.repository, res.Took.Round(10*time.Millisecond),
+		units.HumanSize(float64(res.Uploaded.Bytes)), count(res.Uploaded.Blobs, "blob"), res.Reused())
+	logRepositories(s, res.Repositories[1:])
+	return nil
+}
+
+// logRepositories says what each repository of a fan-out got.
+func logRepositories(s *session, repos []push.RepositoryStats) {
+	for _, r := range repos {
+		s.log.Infof("push: %s: %s uploaded, %s already there, %s mounted, %s",
+			r.Repository, count(r.Uploaded.Blobs, "blob"), count(r.Existing.Blobs, "blob"), count(r.Mounted.Blobs, "blob"), count(r.Manifests, "manifest"))
+	}
+}
+
+// repositoriesMeta lists every repository pushed to, the source's first,
+// when there are several.
+func (p *putPlan) repositoriesMeta() []protocol.MetadataField {
+	if len(p.additional) == 0 {
+		return nil
+	}
+	return protocol.Metadata("repositories", strings.Join(append([]string{p.repository}, p.additional...), " "))
 }
 
 // ownLayerStore is d's layer store on disk, where pkg/push reads the config
