@@ -74,7 +74,8 @@ func (s *Source) validateTagTracking() error {
 	}
 	if s.TagRegex != "" {
 		if _, err := regexp.Compile(s.TagRegex); err != nil {
-			return fmt.Errorf("source.tag_regex: %q is not a valid regular expression (RE2 syntax): %w", s.TagRegex, err)
+			// regexp's error quotes the pattern itself, unescaped.
+			return fmt.Errorf("source.tag_regex is not a valid regular expression (RE2 syntax): %w", err)
 		}
 	}
 	if s.SemverConstraint != "" {

@@ -103,7 +103,7 @@ func checkTags(ctx context.Context, env Env, s *session, req *protocol.CheckRequ
 		picked, err = pickBySemver(ctx, s, reg, src, req.Version, list.Tags)
 	}
 	if err != nil {
-		return nil, failed(reg.Explain(err))
+		return nil, failed(err) // explained where it happened, with the tag it concerns
 	}
 	out := make([]protocol.Version, 0, len(picked))
 	for _, t := range picked {
@@ -164,7 +164,7 @@ func semverCursor(ctx context.Context, s *session, reg *registry.Client, src *pr
 		s.log.Infof("tag %s is gone; reporting every version", from.Tag)
 		return nil, nil
 	case err != nil:
-		return nil, err
+		return nil, fmt.Errorf("digest of tag %s: %w", from.Tag, reg.Explain(err))
 	}
 	known[from.Tag] = d.String()
 	if d.String() != from.Digest {
@@ -218,11 +218,11 @@ func createdTimes(ctx context.Context, reg *registry.Client, src *protocol.Sourc
 			}
 			img, err := reg.Image(gctx, src.Repository, h, want)
 			if err != nil {
-				return fmt.Errorf("created_at_sort: image %s: %w", v.Tag, err)
+				return fmt.Errorf("created_at_sort: image %s: %w", v.Tag, reg.Explain(err))
 			}
 			cfg, err := img.ConfigFile()
 			if err != nil {
-				return fmt.Errorf("created_at_sort: config of %s: %w", v.Tag, err)
+				return fmt.Errorf("created_at_sort: config of %s: %w", v.Tag, reg.Explain(err))
 			}
 			mu.Lock()
 			created[v.Tag] = cfg.Created.Time
@@ -251,7 +251,7 @@ func resolveTags(ctx context.Context, reg *registry.Client, repo string, names [
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("digest of tag %s: %w", t, err)
+				return fmt.Errorf("digest of tag %s: %w", t, reg.Explain(err))
 			}
 			mu.Lock()
 			out[t] = d.String()
