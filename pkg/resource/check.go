@@ -129,7 +129,7 @@ func pickBySemver(ctx context.Context, s *session, reg *registry.Client, src *pr
 	for _, c := range todo {
 		names = append(names, c.Tag)
 	}
-	if hasBare {
+	if hasBare && rules.Constraint == nil { // with a constraint it is never reported
 		names = append(names, rules.BareTag())
 	}
 	s.log.Debugf("%d tags are tracked versions; resolving %d", len(cands), len(names))
