@@ -33,8 +33,10 @@ type event struct {
 	status       int
 }
 
-func (e event) blob() bool     { return strings.Contains(e.path, "/blobs/") && e.method != http.MethodGet }
-func (e event) manifest() bool { return e.method == http.MethodPut && strings.Contains(e.path, "/manifests/") }
+func (e event) blob() bool { return strings.Contains(e.path, "/blobs/") && e.method != http.MethodGet }
+func (e event) manifest() bool {
+	return e.method == http.MethodPut && strings.Contains(e.path, "/manifests/")
+}
 
 type statusWriter struct {
 	http.ResponseWriter
@@ -335,4 +337,3 @@ func TestDestinationsGroupByRegistry(t *testing.T) {
 		t.Error("forRepo keeps a mount outside its registry or from the repository itself")
 	}
 }
-

@@ -25,9 +25,11 @@ func TestPlanFanOut(t *testing.T) {
 		p, err := planFanOut(context.Background(), s, req, src)
 		return p, log.String(), err
 	}
-	src := protocol.Source{Repository: "registry.example.com:5000/team/app", Username: "u", Password: "p",
+	src := protocol.Source{
+		Repository: "registry.example.com:5000/team/app", Username: "u", Password: "p",
+		AWSAccessKeyID: "AKIDFAN", AWSSecretAccessKey: "fan-secret-marker",
 		AdditionalPrivateRegistries: []protocol.PrivateRegistry{{Registry: "mirror.example.com", Username: "m", Password: "mp"}},
-		AWSAccessKeyID: "AKIDFAN", AWSSecretAccessKey: "fan-secret-marker"}
+	}
 
 	p, log, err := plan(src, "registry.example.com:5000/team/copy", "mirror.example.com/app", "open.example.com/app", ecrHost+"/app")
 	if err != nil {

@@ -110,11 +110,8 @@ func copyOn(ctx context.Context, env Env, s *session, src *protocol.Source, plan
 	res, err := push.Copy(ctx, push.CopyOptions{Registry: reg, Repository: plan.repository, Digest: digest, Tags: plan.tags,
 		Additional: plan.additional, Jobs: src.Uploads(), Log: s.log})
 	if err != nil {
-		var me *push.ManifestError
-		if errors.As(err, &me) {
-			return fmt.Errorf("the daemon pushed %s; sending it on to params.additional_repositories: %w", plan.repository, err)
-		}
-		return fmt.Errorf("the daemon pushed %s, which holds the new tags; sending it on to params.additional_repositories failed before any of them got a tag: %w", plan.repository, err)
+		// Either error says which repositories hold the new tags.
+		return fmt.Errorf("the daemon pushed %s under every tag; sending it on to params.additional_repositories: %w", plan.repository, err)
 	}
 	s.log.Infof("push: sent on from %s in %s: uploaded %s (%s), reused %s", plan.repository, res.Took.Round(10*time.Millisecond),
 		units.HumanSize(float64(res.Uploaded.Bytes)), count(res.Uploaded.Blobs, "blob"), res.Reused())
