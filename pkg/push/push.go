@@ -16,6 +16,10 @@
 // blob is still not known (from another registry, no layer store), Push
 // fails with ErrNeedsDaemon before any request, and the caller pushes
 // through the daemon.
+//
+// Options.Additional sends the same image to more repositories, every blob
+// everywhere before the first manifest (fanout.go); Copy does the same for
+// an image the daemon pushed.
 package push
 
 import (
