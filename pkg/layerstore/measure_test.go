@@ -3,6 +3,7 @@ package layerstore_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/layerstore"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"golang.org/x/sys/unix"
 )
@@ -56,11 +58,19 @@ func TestMeasureLoad(t *testing.T) {
 		}
 		s := engine.PlanSeeding([]*baseimage.Folder{f}, engine.LoadOptions{}, testLog(t))
 		unix.Sync()
+		var r0, r1 unix.Rusage
+		unix.Getrusage(unix.RUSAGE_SELF, &r0)
 		t0 := time.Now()
 		if err := s.Write(context.Background(), dataRoot(t, "w")); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("Write alone: %s", time.Since(t0))
+		took := time.Since(t0)
+		unix.Getrusage(unix.RUSAGE_SELF, &r1)
+		// CPU beside wall time tells a CPU-bound write (cpu near 2x wall on 2
+		// cores) from one waiting for the disk.
+		t.Logf("Write alone: %s (cpu: user %s, system %s)", took,
+			time.Duration(r1.Utime.Nano()-r0.Utime.Nano()), time.Duration(r1.Stime.Nano()-r0.Stime.Nano()))
+		t.Logf("tar -xzf of every layer, one after another: %s", untarFloor(t, img))
 		return
 	}
 	testenv.LockDockerd(t)
@@ -104,6 +114,35 @@ func measureOnce(t *testing.T, folder string, seed bool) (load, start time.Durat
 		t.Fatal("the seed was not taken")
 	}
 	return time.Since(t0) + d.SeedTook(), d.Elapsed()
+}
+
+// untarFloor is the extraction floor: tar -xzf of each layer into one
+// fresh folder, sync first.
+func untarFloor(t *testing.T, img v1.Image) time.Duration {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := dataRoot(t, "floor")
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unix.Sync()
+	t0 := time.Now()
+	for _, l := range layers {
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("tar", "-xzf", "-", "-C", dest)
+		cmd.Stdin = rc
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("tar: %v: %s", err, out)
+		}
+		rc.Close()
+	}
+	return time.Since(t0)
 }
 
 func median(ds []time.Duration) time.Duration {

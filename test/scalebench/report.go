@@ -57,12 +57,16 @@ func (r *Report) Markdown() string {
 	var t strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&t, "## Scale: %s, dockerd %s (`make bench-scale`)\n\n", r.Target, r.Dockerd)
-	fmt.Fprintf(&t, "Machine: %s, %s, %s memory, %s. Command: `%s`; this part took %s. %s "+
+	fs := "work folders on the root filesystem"
+	if n := os.Getenv("BENCH_FS_NOTE"); n != "" {
+		fs = n
+	}
+	fmt.Fprintf(&t, "Machine: %s, %s, %s memory, %s; %s. Command: `%s`; this part took %s. %s "+
 		"Each time is the median of BENCH_RUNS=%d runs, `sync` before each; every put starts its own dockerd, as always, and builds with BuildKit; "+
 		"the registry is unthrottled. Phases are the put's own metadata (`time daemon start`, `time load`, `time build`, `time push`, `time total`). "+
 		"The load_base puts run with the base deleted from the registry (its manifest refused; the registry's log is checked for it), "+
 		"each load_base and FROM put pushes a new repository, the cache: true puts push the repository:tag an untimed cache: true put pushed first.\n\n",
-		host, cores(), units.BytesSize(float64(MemTotal())), time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		host, cores(), units.BytesSize(float64(MemTotal())), time.Now().UTC().Format("2006-01-02 15:04 MST"), fs,
 		r.Config.Command(), dur(r.Took), r.Describe, r.Config.Runs)
 
 	row := func(name string, cell func(s SizeResult) string) {

@@ -187,6 +187,10 @@ const staleMarker = "testenv-dockerd"
 // marked dir belongs to a live daemon.
 func sweepStale(t testing.TB) {
 	markers, _ := filepath.Glob("/tmp/dk-*/" + staleMarker)
+	if os.TempDir() != "/tmp" {
+		more, _ := filepath.Glob(filepath.Join(os.TempDir(), "dk-*", staleMarker))
+		markers = append(markers, more...)
+	}
 	for _, m := range markers {
 		dir := filepath.Dir(m)
 		dataRoot, _ := os.ReadFile(m)

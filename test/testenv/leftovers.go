@@ -65,7 +65,7 @@ func Leftovers(extraGlobs ...string) []string {
 			}
 		}
 	}
-	for _, g := range append([]string{"/tmp/dkd-*", "/sys/fs/cgroup/*/dkd-*", "/sys/fs/cgroup/dkd-*"}, extraGlobs...) {
+	for _, g := range append([]string{"/tmp/dkd-*", filepath.Join(os.TempDir(), "dkd-*"), "/sys/fs/cgroup/*/dkd-*", "/sys/fs/cgroup/dkd-*"}, extraGlobs...) {
 		ms, _ := filepath.Glob(g)
 		for _, m := range ms {
 			out = append(out, "path "+m)

@@ -35,14 +35,18 @@ func freePortOn(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// ShortTempDir makes a directory directly under /tmp (unix socket paths must
-// stay under 108 bytes, t.TempDir() paths are too deep) and removes it on
-// cleanup.
+// ShortTempDir makes a directory directly under TMPDIR when that is short,
+// else under /tmp (unix socket paths must stay under 108 bytes, t.TempDir()
+// paths are too deep), and removes it on cleanup.
 func ShortTempDir(t testing.TB, prefix string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", prefix+"*")
+	parent := "/tmp"
+	if d := os.TempDir(); len(d) <= 24 {
+		parent = d
+	}
+	dir, err := os.MkdirTemp(parent, prefix+"*")
 	if err != nil {
-		t.Fatalf("testenv: making a temp dir under /tmp: %v", err)
+		t.Fatalf("testenv: making a temp dir under %s: %v", parent, err)
 	}
 	t.Cleanup(func() {
 		if err := os.RemoveAll(dir); err != nil {
