@@ -60,7 +60,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	timing := newPhases()
 
 	t := time.Now()
-	seed := planSeed(s, plan)
+	seed := planSeed(env, s, plan)
 	if seed != nil {
 		// The bases are written while dockerd starts.
 		enterPhase(ctx, "daemon start and load")

@@ -25,6 +25,10 @@ type Hooks struct {
 	// BuildNetwork is the network mode of RUN steps ("" = the daemon's
 	// default bridge, as in production).
 	BuildNetwork string
+	// DockerLoad loads every base with docker load, never writing it into
+	// the layer store first: the path a daemon that cannot take the seed
+	// takes, tested on one that could, and make bench-scale's "before".
+	DockerLoad bool
 }
 
 func (h Hooks) registry(o *registry.Options) {
@@ -45,9 +49,15 @@ func (h Hooks) daemon(o *daemon.Options) {
 // it in a network namespace of its own. Production never sets it.
 const TestDaemonEnv = "DOCKER_IMAGE_RESOURCE_TEST_DAEMON"
 
-// hooksFromEnv reads TestDaemonEnv; Main gives the hooks to the command.
+// TestLoadEnv is for tests of the built binaries only: "docker-load" is
+// Hooks.DockerLoad. Production never sets it.
+const TestLoadEnv = "DOCKER_IMAGE_RESOURCE_TEST_LOAD"
+
+// hooksFromEnv reads TestDaemonEnv and TestLoadEnv; Main gives the hooks to
+// the command.
 func hooksFromEnv(getenv func(string) string) Hooks {
 	var h Hooks
+	h.DockerLoad = getenv(TestLoadEnv) == "docker-load"
 	switch getenv(TestDaemonEnv) {
 	case "isolated":
 		h.Daemon = func(o *daemon.Options) { o.Isolated = true }

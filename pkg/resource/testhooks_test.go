@@ -15,7 +15,7 @@ func TestHooksFromEnv(t *testing.T) {
 			return ""
 		}
 	}
-	if h := hooksFromEnv(env("")); h.Daemon != nil || h.BuildNetwork != "" {
+	if h := hooksFromEnv(env("")); h.Daemon != nil || h.BuildNetwork != "" || h.DockerLoad {
 		t.Error("production must get no hooks")
 	}
 	var o daemon.Options
@@ -28,5 +28,14 @@ func TestHooksFromEnv(t *testing.T) {
 	hooksFromEnv(env("private-network")).Daemon(&o)
 	if !o.PrivateNetwork || o.Isolated {
 		t.Errorf("private-network: %+v", o)
+	}
+	load := func(k string) string {
+		if k == TestLoadEnv {
+			return "docker-load"
+		}
+		return ""
+	}
+	if h := hooksFromEnv(load); !h.DockerLoad || h.Daemon != nil {
+		t.Errorf("%s=docker-load: %+v", TestLoadEnv, h)
 	}
 }

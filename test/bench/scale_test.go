@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/resource"
 	"github.com/concourse-docker/docker-image-resource/test/scalebench"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -84,8 +85,8 @@ func (h *hostTarget) Floor(t testing.TB, blobs []string, dest string) time.Durat
 	return time.Since(start)
 }
 
-func (h *hostTarget) Put(t testing.TB, srcDir, repo string, params map[string]any) map[string]string {
-	return put(t, srcDir, h.reg, repo, params).meta
+func (h *hostTarget) Put(t testing.TB, srcDir, repo string, params map[string]any, dockerLoad bool) map[string]string {
+	return putHooked(t, srcDir, h.reg, repo, params, func(hk *resource.Hooks) { hk.DockerLoad = dockerLoad }).meta
 }
 
 func (h *hostTarget) DeleteBase(t testing.TB, base *scalebench.Base) {

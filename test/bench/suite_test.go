@@ -290,6 +290,12 @@ func sumTotal(runs []putRun) time.Duration {
 // daemon, RUN steps without network, under the repository-wide dockerd lock.
 func put(b testing.TB, srcDir string, reg *testenv.Registry, repo string, params map[string]any) putRun {
 	b.Helper()
+	return putHooked(b, srcDir, reg, repo, params, nil)
+}
+
+// putHooked is put with hook adjusting the put's test hooks.
+func putHooked(b testing.TB, srcDir string, reg *testenv.Registry, repo string, params map[string]any, hook func(*resource.Hooks)) putRun {
+	b.Helper()
 	unlock := lockDockerd(b)
 	defer unlock()
 	req, _ := json.Marshal(map[string]any{
@@ -300,6 +306,9 @@ func put(b testing.TB, srcDir string, reg *testenv.Registry, repo string, params
 	env := resource.Env{Stdin: strings.NewReader(string(req)), Stdout: &out, Stderr: &stderr, Args: []string{"out", srcDir}}
 	env.Hooks.Daemon = func(o *daemon.Options) { o.Isolated = true }
 	env.Hooks.BuildNetwork = "none"
+	if hook != nil {
+		hook(&env.Hooks)
+	}
 	if err := resource.Out(context.Background(), env); err != nil {
 		b.Fatalf("put %s %v: %v\n%s", repo, params, err, stderr.String())
 	}

@@ -381,6 +381,7 @@ func writeTestFile(t testing.TB, path string, b []byte) {
 // /scratch, the command exec'ed in it with the request on stdin.
 type step struct {
 	Cmd    []string      // e.g. /opt/resource/in /tmp/build/get
+	Env    []string      // the command's own variables, beside the image's
 	Req    any           // JSON on stdin
 	Binds  []mount.Mount // the get's folder, the put's inputs
 	OnLine func(line string, pid int)
@@ -443,7 +444,7 @@ func (e *env) run(s step) stepResult {
 		t.Fatal(err)
 	}
 	ex, err := e.cli.ContainerExecCreate(e.ctx, c.ID, container.ExecOptions{
-		Cmd: s.Cmd, AttachStdin: true, AttachStdout: true, AttachStderr: true,
+		Cmd: s.Cmd, Env: s.Env, AttachStdin: true, AttachStdout: true, AttachStderr: true,
 	})
 	if err != nil {
 		t.Fatalf("exec %v: %v", s.Cmd, err)

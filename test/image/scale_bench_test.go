@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
+	"github.com/concourse-docker/docker-image-resource/pkg/resource"
 	"github.com/concourse-docker/docker-image-resource/test/scalebench"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/api/types/mount"
@@ -118,8 +119,13 @@ func (g *imageTarget) Floor(t testing.TB, blobs []string, dest string) time.Dura
 	return r.Took
 }
 
-func (g *imageTarget) Put(t testing.TB, srcDir, repo string, params map[string]any) map[string]string {
+func (g *imageTarget) Put(t testing.TB, srcDir, repo string, params map[string]any, dockerLoad bool) map[string]string {
+	var env []string
+	if dockerLoad {
+		env = append(env, resource.TestLoadEnv+"=docker-load")
+	}
 	r := g.e.run(step{
+		Env:   env,
 		Cmd:   []string{"/opt/resource/out", "/tmp/build/put"},
 		Req:   map[string]any{"source": g.source(repo, nil), "params": params},
 		Binds: []mount.Mount{{Type: mount.TypeBind, Source: srcDir, Target: "/tmp/build/put"}},

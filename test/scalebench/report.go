@@ -30,6 +30,9 @@ type SizeResult struct {
 	Get, Floor                  []time.Duration
 	GetRSS                      int64
 	LoadBase, FromPulled, Cache []PutResult
+	// DockerLoad is the load_base put with its base loaded by docker load
+	// instead of written into the layer store: the load before issue 14.
+	DockerLoad []PutResult
 }
 
 // TenResult is the ten puts on one base.
@@ -93,6 +96,8 @@ func (r *Report) Markdown() string {
 		row("— "+p, func(s SizeResult) string { return dur(phase(s.LoadBase, p)) })
 	}
 	row("— push: uploaded", func(s SizeResult) string { return last(s.LoadBase, "uploaded") })
+	row("same put, base through `docker load` (before): total", func(s SizeResult) string { return dur(phase(s.DockerLoad, "total")) })
+	row("— load", func(s SizeResult) string { return dur(phase(s.DockerLoad, "load")) })
 	row("**FROM pulled put: total**", func(s SizeResult) string { return "**" + dur(phase(s.FromPulled, "total")) + "**" })
 	row("— build (with the pull of FROM)", func(s SizeResult) string { return dur(phase(s.FromPulled, "build")) })
 	row("— push", func(s SizeResult) string { return dur(phase(s.FromPulled, "push")) })
@@ -103,6 +108,7 @@ func (r *Report) Markdown() string {
 		return ratio(phase(s.LoadBase, "total"), phase(s.FromPulled, "total"))
 	})
 	row("load / floor", func(s SizeResult) string { return ratio(phase(s.LoadBase, "load"), Median(s.Floor)) })
+	row("load / docker load", func(s SizeResult) string { return ratio(phase(s.LoadBase, "load"), phase(s.DockerLoad, "load")) })
 	row(fmt.Sprintf("load_base push / at %d MiB", first.Base.MiB), func(s SizeResult) string {
 		return ratio(phase(s.LoadBase, "push"), phase(first.LoadBase, "push"))
 	})

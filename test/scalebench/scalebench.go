@@ -111,8 +111,9 @@ type Target interface {
 	// folder) where the get ran, and returns the wall time of all of them.
 	Floor(t testing.TB, blobs []string, dest string) time.Duration
 	// Put runs `out` with srcDir as its inputs folder, pushing to repo
-	// (on RegistryHost) with params, and returns its metadata.
-	Put(t testing.TB, srcDir, repo string, params map[string]any) map[string]string
+	// (on RegistryHost) with params, and returns its metadata. dockerLoad
+	// sets the put's DockerLoad test hook (its bases through docker load).
+	Put(t testing.TB, srcDir, repo string, params map[string]any, dockerLoad bool) map[string]string
 	// DeleteBase deletes the base's manifest from the registry and fails t
 	// unless the registry then refuses it; RestoreBase puts it back.
 	DeleteBase(t testing.TB, base *Base)
@@ -171,7 +172,12 @@ func runSize(b *testing.B, cfg Config, base *Base, tg Target, app appSpec, logf 
 	tg.DeleteBase(b, base)
 	for i := range cfg.Runs {
 		repo := fmt.Sprintf("%s-lb-%d", base.Repo, i)
-		r.LoadBase = append(r.LoadBase, loadBasePut(b, tg, work, repo, base, "app"))
+		r.LoadBase = append(r.LoadBase, loadBasePut(b, tg, work, repo, base, "app", false))
+	}
+	logf("%d MiB: the same puts through docker load", base.MiB)
+	for i := range cfg.Runs {
+		repo := fmt.Sprintf("%s-dl-%d", base.Repo, i)
+		r.DockerLoad = append(r.DockerLoad, loadBasePut(b, tg, work, repo, base, "app", true))
 	}
 	tg.RestoreBase(b, base)
 
@@ -205,7 +211,7 @@ func runTen(b *testing.B, base *Base, tg Target, apps []appSpec, logf func(strin
 	r.Get, _ = tg.Get(b, filepath.Join(work, "base"), base)
 	tg.DeleteBase(b, base)
 	for i := range apps {
-		p := loadBasePut(b, tg, work, fmt.Sprintf("bench/ten-lb-app%d", i+1), base, fmt.Sprintf("app%d", i+1))
+		p := loadBasePut(b, tg, work, fmt.Sprintf("bench/ten-lb-app%d", i+1), base, fmt.Sprintf("app%d", i+1), false)
 		r.LoadBase = append(r.LoadBase, p)
 	}
 	tg.RestoreBase(b, base)
@@ -219,11 +225,11 @@ func runTen(b *testing.B, base *Base, tg Target, apps []appSpec, logf func(strin
 
 // loadBasePut runs a put with load_base while the base is deleted, and
 // fails b when the registry served the base's manifest to it.
-func loadBasePut(b *testing.B, tg Target, work, repo string, base *Base, app string) PutResult {
+func loadBasePut(b *testing.B, tg Target, work, repo string, base *Base, app string, dockerLoad bool) PutResult {
 	b.Helper()
 	before := tg.RegistryLog(b)
 	syncDisks(b)
-	p := parsePut(b, repo, tg.Put(b, work, repo, map[string]any{"build": app, "load_base": "base"}), "daemon start", "load", "build", "push")
+	p := parsePut(b, repo, tg.Put(b, work, repo, map[string]any{"build": app, "load_base": "base"}, dockerLoad), "daemon start", "load", "build", "push")
 	if served := manifestsServed(newLines(before, tg.RegistryLog(b)), base.Repo); len(served) > 0 {
 		b.Fatalf("put %s with load_base: the registry served the deleted base's manifest, so FROM was not the loaded base:\n%s", repo, strings.Join(served, "\n"))
 	}
@@ -237,7 +243,7 @@ func fromPut(b *testing.B, tg Target, work, repo string, base *Base, params map[
 	b.Helper()
 	before := tg.RegistryLog(b)
 	syncDisks(b)
-	p := parsePut(b, repo, tg.Put(b, work, repo, params), "daemon start", "build", "push")
+	p := parsePut(b, repo, tg.Put(b, work, repo, params, false), "daemon start", "build", "push")
 	if len(manifestsServed(newLines(before, tg.RegistryLog(b)), base.Repo)) == 0 {
 		b.Fatalf("put %s %v pulled FROM, yet the registry log shows no request for %s's manifest served: the log check of the load_base puts is blind", repo, params, base.Repo)
 	}
