@@ -67,7 +67,7 @@ bench: deps
 # cache: true; ten puts on one base. On the host's dockerd, then in the
 # resource image on its own (builds the image first, or takes it from the
 # cache). Writes both tables into docs/benchmarks.md, next to `make bench`'s.
-# Takes about 75 minutes (host ~30, image ~45); a quick look, a few
+# Takes about 40 minutes (image ~20, host ~20); a quick look, a few
 # minutes in all:
 #   BENCH_SCALE_SIZES=30 BENCH_RUNS=1 BENCH_SCALE_TEN_MIB=30 make bench-scale
 BENCH_SCALE_ENV = BENCH_OUT=$(CURDIR)/docs/benchmarks.md BENCH_SCALE_SIZES='$(BENCH_SCALE_SIZES)' \

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/resource"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -185,6 +186,29 @@ func TestPutForeignBaseFormats(t *testing.T) {
 		}
 		// The push still sends the original zstd blobs.
 		checkOnBase(t, reg, "ri/zstd-app:latest", img)
+	})
+
+	t.Run("zstd OCI layout through docker load on dockerd 20.10", func(t *testing.T) {
+		// The path of a daemon that cannot take the seed (another storage
+		// driver): docker load, which 20.10 cannot do for zstd layers, so the
+		// put decompresses them for it.
+		img, digest := newBase("ri/zstdload:11", testenv.ImageOptions{Compression: "zstd"})
+		dir := filepath.Join(srcDir, "ri-zstdload")
+		testenv.OCILayout(t, filepath.Join(dir, "oci"), img, nil)
+		writeFiles(t, dir, map[string]string{"repository": reg.Host + "/ri/zstdload", "tag": "11", "digest": digest})
+		build("ri-zstdload-app", reg.Host+"/ri/zstdload:11")
+		r := runOutHooked(t, srcDir, map[string]any{"source": source(reg, "ri/zstdload-app", map[string]any{"debug": true}),
+			"params": map[string]any{"build": "ri-zstdload-app", "load_base": "ri-zstdload"}}, func(h *resource.Hooks) { h.DockerLoad = true })
+		if r.err != nil {
+			t.Fatalf("out: %v\n%s", r.err, r.stderr)
+		}
+		if strings.Contains(r.stderr, "straight into dockerd's layer store") {
+			t.Fatalf("the DockerLoad hook did not keep the base out of the layer store:\n%s", r.stderr)
+		}
+		if !strings.Contains(r.stderr, "zstd layers, which this dockerd cannot load") {
+			t.Errorf("the log does not say the zstd layers were decompressed for docker load:\n%s", r.stderr)
+		}
+		checkOnBase(t, reg, "ri/zstdload-app:latest", img)
 	})
 
 	t.Run("registry-image format: oci with zstd layers on dockerd 20.10", func(t *testing.T) {

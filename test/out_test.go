@@ -22,6 +22,12 @@ import (
 // on the test host, RUN steps without network.
 func runOut(t *testing.T, srcDir string, req map[string]any) result {
 	t.Helper()
+	return runOutHooked(t, srcDir, req, nil)
+}
+
+// runOutHooked is runOut with hook adjusting the put's test hooks.
+func runOutHooked(t *testing.T, srcDir string, req map[string]any, hook func(*resource.Hooks)) result {
+	t.Helper()
 	if params, ok := req["params"].(map[string]any); ok && builder != nil {
 		if _, set := params["docker_buildkit"]; !set {
 			params["docker_buildkit"] = *builder
@@ -37,6 +43,9 @@ func runOut(t *testing.T, srcDir string, req map[string]any) result {
 	env := resource.Env{Stdin: strings.NewReader(string(b)), Stdout: &out, Stderr: &errb, Args: []string{"out", srcDir}}
 	env.Hooks.Daemon = func(o *daemon.Options) { o.Isolated = true }
 	env.Hooks.BuildNetwork = "none"
+	if hook != nil {
+		hook(&env.Hooks)
+	}
 	err = resource.Out(t.Context(), env)
 	return result{stdout: out.String(), stderr: errb.String(), err: err}
 }
