@@ -117,7 +117,7 @@ func (p *OutParams) validateVersion() error {
 		}
 	}
 	if p.Version != "" {
-		if _, _, err := tags.PushVersion(p.Version, ""); err != nil {
+		if _, _, err := tags.PushVersion(string(p.Version), ""); err != nil {
 			return fmt.Errorf("params.version: %q is not a semantic version (e.g. 1.2.3 or v1.2.3-rc.1): %w", p.Version, err)
 		}
 	}

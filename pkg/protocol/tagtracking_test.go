@@ -93,3 +93,15 @@ func TestVersionTag(t *testing.T) {
 		t.Errorf("a number tag: %v", err)
 	}
 }
+
+// TestVersionAsYAMLNumber: `version: 1.10` reaches the put as a JSON number
+// and keeps its digits, as `tag` does.
+func TestVersionAsYAMLNumber(t *testing.T) {
+	p, err := ParseOut(strings.NewReader(`{"source": {"repository": "r", "semver_constraint": ">= 1"}, "params": {"build": "b", "version": 1.10}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Request.Params.Version; got != "1.10" {
+		t.Errorf("params.version = %q, want the number's digits 1.10", got)
+	}
+}

@@ -107,9 +107,9 @@ type OutParams struct {
 	TagAsLatest    Bool   `json:"tag_as_latest"`
 
 	// The semver the put pushes when source tracks semver (tagtracking.go).
-	Version     string `json:"version"`
-	VersionFile string `json:"version_file"`
-	BumpAliases Bool   `json:"bump_aliases"`
+	Version     Literal `json:"version"`
+	VersionFile string  `json:"version_file"`
+	BumpAliases Bool    `json:"bump_aliases"`
 
 	// Fan-out push (fanout.go).
 	AdditionalRepositories []string `json:"additional_repositories"`

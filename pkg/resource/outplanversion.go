@@ -17,7 +17,7 @@ import (
 // version_file's trimmed content) and its tag (with source.variant's
 // suffix); nil without either.
 func pushVersion(s *session, src *protocol.Source, params *protocol.OutParams, abs func(string) string) (*semver.Version, string, error) {
-	value, field := params.Version, "params.version"
+	value, field := string(params.Version), "params.version"
 	if params.VersionFile != "" {
 		field = "params.version_file"
 		b, err := os.ReadFile(abs(params.VersionFile))

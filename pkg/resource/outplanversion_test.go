@@ -92,7 +92,7 @@ func TestPlanAliases(t *testing.T) {
 		var logs bytes.Buffer
 		src := protocol.Source{Repository: host + "/" + repo, Variant: variant}
 		s := newSession(Env{Stderr: &logs}, &src, nil)
-		p, err := planTags(s, &src, &protocol.OutParams{Version: version, BumpAliases: true}, inFolder(t.TempDir()))
+		p, err := planTags(s, &src, &protocol.OutParams{Version: protocol.Literal(version), BumpAliases: true}, inFolder(t.TempDir()))
 		if err != nil {
 			t.Fatal(err)
 		}
