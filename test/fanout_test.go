@@ -143,6 +143,9 @@ func checkBlobsBeforeManifests(t *testing.T, reqs []timedRequest, only func(time
 			firstManifest = r
 		}
 	}
+	path := func(uri string) string { p, _, _ := strings.Cut(uri, "?"); return p }
+	t.Logf("last blob request answered at %s (%s %s%s), first manifest PUT at %s (%s%s)", lastBlob.at.Format("15:04:05.000000"), lastBlob.method,
+		lastBlob.host, path(lastBlob.uri), firstManifest.at.Format("15:04:05.000000"), firstManifest.host, path(firstManifest.uri))
 	if lastBlob.at.IsZero() || firstManifest.at.IsZero() || !firstManifest.at.After(lastBlob.at) {
 		t.Errorf("last blob request %s %s%s at %s; first manifest PUT %s%s at %s: want every blob before any manifest",
 			lastBlob.method, lastBlob.host, lastBlob.uri, lastBlob.at.Format(time.RFC3339Nano), firstManifest.host, firstManifest.uri, firstManifest.at.Format(time.RFC3339Nano))

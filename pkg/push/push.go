@@ -560,7 +560,7 @@ func assemble(p *layerPlan, w *writer, config []byte, sv *saved, log *logrus.Ent
 func (p *layerPlan) addPulled(ctx context.Context, o Options, target name.Repository, log *logrus.Entry) error {
 	found := make([]*baseBlob, len(p.fresh))
 	bases := map[string]*base{}
-	g, gctx := errgroup.WithContext(ctx)
+	var g errgroup.Group
 	g.SetLimit(max(o.Jobs, 3))
 	for i, h := range p.fresh {
 		if h.String() == emptyLayer {
@@ -577,7 +577,9 @@ func (p *layerPlan) addPulled(ctx context.Context, o Options, target name.Reposi
 			bases[src.repo] = b
 		}
 		g.Go(func() error {
-			l, err := remoteBlob(gctx, o, b, h, src.digest)
+			// ctx, not an errgroup's: the blob may be read later (for a
+			// repository on another registry), after Wait returned.
+			l, err := remoteBlob(ctx, o, b, h, src.digest)
 			if err != nil {
 				log.Debugf("push: layer %s: dockerd pulled it as %s from %s, but %v: compressing it here", logging.ShortID(h.String()), logging.ShortID(src.digest.String()), src.repo, err)
 				return nil
