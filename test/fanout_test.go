@@ -465,3 +465,32 @@ func TestPutFanOutECR(t *testing.T) {
 		}
 	}
 }
+
+// TestPutFanOutPulledBase: a FROM the daemon pulled from the source's
+// registry is pushed there as its original blobs (TestPushPulledBase);
+// a repository on another registry gets those very blobs, read from the
+// source's registry, so the manifest is the same.
+func TestPutFanOutPulledBase(t *testing.T) {
+	e := startFanOut(t)
+	a, b := e.a, e.b
+	beforeB := len(registryRequests(t, b))
+	resp := putOK(t, e.srcDir, map[string]any{"source": e.source("fo/pulled", true), "params": map[string]any{
+		"build": "app", "additional_repositories": []string{b.Host + "/fo/pulled"},
+	}})
+	first, _ := rawManifest(t, a, "fo/pulled:latest")
+	other, ok := rawManifest(t, b, "fo/pulled:latest")
+	if first == nil || !ok || first.Digest.String() != resp.Version.Digest || !bytes.Equal(first.Manifest, other.Manifest) {
+		t.Fatalf("%s/fo/pulled:latest %v, %s/fo/pulled:latest %v; want both the put's %s", a.Host, first, b.Host, other, resp.Version.Digest)
+	}
+	m, _ := manifestOf(t, a, "fo/pulled:latest")
+	for i, d := range e.baseBlobs {
+		if m.Layers[i].Digest.String() != d {
+			t.Errorf("layer %d is %s, not the base's original blob %s", i, m.Layers[i].Digest, d)
+		}
+	}
+	up := uploadCounts(registryRequests(t, b)[beforeB:])
+	if len(up) != len(m.Layers)+1 {
+		t.Errorf("registry b: %d blobs uploaded, want the image's %d", len(up), len(m.Layers)+1)
+	}
+	readsBack(t, b, "fo/pulled:latest")
+}
