@@ -28,6 +28,16 @@ type TagList struct {
 	Pages int
 }
 
+// Of is the listing of repo as check and the put log it: "1103 tags of
+// registry.example.com/team/app (2 pages)".
+func (l TagList) Of(repo string) string {
+	pages := "pages"
+	if l.Pages == 1 {
+		pages = "page"
+	}
+	return fmt.Sprintf("%d tags of %s (%d %s)", len(l.Tags), repo, l.Pages, pages)
+}
+
 // Tags lists repo's tags (`GET /v2/<name>/tags/list?n=1000`), following the
 // registry's `Link` header from page to page. ErrNotFound when the registry
 // itself says the repository does not exist.

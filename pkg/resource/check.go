@@ -95,7 +95,7 @@ func checkTags(ctx context.Context, env Env, s *session, req *protocol.CheckRequ
 	if err != nil {
 		return nil, failed(reg.Explain(err))
 	}
-	s.log.Infof("read %d tags of %s (%d %s)", len(list.Tags), src.Repository, list.Pages, plural(list.Pages, "page", "pages"))
+	s.log.Infof("read %s", list.Of(src.Repository))
 	var picked []tags.Tagged
 	if src.Tracking() == protocol.TrackRegex {
 		picked, err = pickByRegex(ctx, s, reg, src, list.Tags)
@@ -109,7 +109,7 @@ func checkTags(ctx context.Context, env Env, s *session, req *protocol.CheckRequ
 	for _, t := range picked {
 		out = append(out, protocol.Version{Tag: t.Tag, Digest: t.Digest})
 	}
-	s.log.Infof("reporting %d %s", len(out), plural(len(out), "version", "versions"))
+	s.log.Infof("reporting %s", count(len(out), "version"))
 	return out, nil
 }
 
@@ -260,11 +260,4 @@ func resolveTags(ctx context.Context, reg *registry.Client, repo string, names [
 		})
 	}
 	return out, g.Wait()
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }

@@ -68,7 +68,7 @@ func planAliases(ctx context.Context, env Env, s *session, src *protocol.Source,
 	case err != nil:
 		return fmt.Errorf("params.bump_aliases: %w", reg.Explain(err))
 	default:
-		s.log.Infof("bump_aliases: read %d tags of %s (%d %s)", len(list.Tags), src.Repository, list.Pages, plural(list.Pages, "page", "pages"))
+		s.log.Infof("bump_aliases: read %s", list.Of(src.Repository))
 	}
 	aliases := tags.Aliases(list.Tags, p.version, src.Variant)
 	if len(aliases) == 0 {
