@@ -71,9 +71,9 @@ func Copy(ctx context.Context, o CopyOptions) (*Result, error) {
 		blobs = append(blobs, &remote.MountableLayer{Layer: remoteBlobLayer(o.Registry, opts, primary, d), Reference: src})
 	}
 
-	w := &writer{target: primary, dests: dests, jobs: o.Jobs, explain: o.Registry.Explain}
+	w := &writer{target: primary, dests: dests, jobs: uploadJobs(o.Jobs), explain: o.Registry.Explain}
 	// Source credentials for the primary's registry only, as in Push.
-	if w.pusher, w.obs, err = newPusher(ctx, o.Registry, &w.jobs, []name.Repository{primary}); err != nil {
+	if w.pusher, w.obs, err = newPusher(ctx, o.Registry, w.jobs, []name.Repository{primary}); err != nil {
 		return nil, err
 	}
 	log.Infof("push: copying %s from %s to %s: every blob first, then the manifests",
@@ -89,9 +89,7 @@ func Copy(ctx context.Context, o CopyOptions) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Digest: h, MediaType: desc.MediaType, Config: m.Config.Digest, Took: time.Since(start)}
-	res.Uploaded, res.Existing, res.Mounted = w.obs.tally(sizes)
-	res.Uploaded.Bytes, res.Manifests = w.obs.sent.Load(), w.obs.manifests
-	res.Repositories = w.stats(sizes)
+	w.report(res, sizes)
 	return res, nil
 }
 

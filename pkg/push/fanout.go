@@ -201,6 +201,14 @@ type RepositoryStats struct {
 	Manifests                   int
 }
 
+// report fills res's counts from what the registries answered, sizes
+// mapping every blob digest to its size: the sums and each repository's.
+func (w *writer) report(res *Result, sizes map[string]int64) {
+	res.Uploaded, res.Existing, res.Mounted = w.obs.tally(sizes)
+	res.Uploaded.Bytes, res.Manifests = w.obs.sent.Load(), w.obs.manifests
+	res.Repositories = w.stats(sizes)
+}
+
 // stats tallies each destination's blobs (digest → size) and manifests.
 func (w *writer) stats(sizes map[string]int64) []RepositoryStats {
 	var out []RepositoryStats

@@ -226,9 +226,7 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res.Upload, res.Took = time.Since(final), time.Since(start)
-	res.Uploaded, res.Existing, res.Mounted = w.obs.tally(sizes)
-	res.Uploaded.Bytes, res.Manifests = w.obs.sent.Load(), w.obs.manifests
-	res.Repositories = w.stats(sizes)
+	w.report(res, sizes)
 	return res, nil
 }
 
@@ -433,7 +431,7 @@ type writer struct {
 }
 
 func newWriter(ctx context.Context, o Options, target name.Repository, dests *destinations, used map[*base]bool) (*writer, error) {
-	w := &writer{target: target, dests: dests, mountable: map[*base]name.Reference{}, jobs: o.Jobs, explain: o.Registry.Explain}
+	w := &writer{target: target, dests: dests, mountable: map[*base]name.Reference{}, jobs: uploadJobs(o.Jobs), explain: o.Registry.Explain}
 	registries := map[string]bool{}
 	for _, d := range dests.all {
 		registries[d.RegistryStr()] = true
@@ -453,18 +451,23 @@ func newWriter(ctx context.Context, o Options, target name.Repository, dests *de
 		}
 	}
 	var err error
-	w.pusher, w.obs, err = newPusher(ctx, o.Registry, &w.jobs, repos)
+	w.pusher, w.obs, err = newPusher(ctx, o.Registry, w.jobs, repos)
 	return w, err
 }
 
-// newPusher is one go-containerregistry pusher through an observer, with
-// the source credentials for the registry of repos (*jobs defaults to 3).
-func newPusher(ctx context.Context, reg *registry.Client, jobs *int, repos []name.Repository) (*remote.Pusher, *observer, error) {
-	if *jobs <= 0 {
-		*jobs = 3
+// uploadJobs is Options.Jobs with its default.
+func uploadJobs(n int) int {
+	if n <= 0 {
+		return 3
 	}
+	return n
+}
+
+// newPusher is one go-containerregistry pusher through an observer, with
+// the source credentials for the registry of repos.
+func newPusher(ctx context.Context, reg *registry.Client, jobs int, repos []name.Repository) (*remote.Pusher, *observer, error) {
 	obs := newObserver(reg.Transport())
-	opts := append(reg.RemoteOptions(ctx, repos...), remote.WithJobs(*jobs), remote.WithTransport(obs))
+	opts := append(reg.RemoteOptions(ctx, repos...), remote.WithJobs(jobs), remote.WithTransport(obs))
 	p, err := remote.NewPusher(opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("push: %w", err)
