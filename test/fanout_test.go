@@ -14,6 +14,7 @@ import (
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	"github.com/docker/docker/api/types/image"
 	dregistry "github.com/docker/docker/api/types/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
@@ -65,6 +66,15 @@ func rawManifest(t *testing.T, reg *testenv.Registry, ref string) (*remote.Descr
 	t.Helper()
 	desc, err := remote.Get(reg.Ref(t, ref), reg.RemoteOptions()...)
 	return desc, err == nil
+}
+
+// sameManifest fails unless ref on reg holds want's manifest byte for byte.
+func sameManifest(t *testing.T, reg *testenv.Registry, ref string, want *remote.Descriptor) {
+	t.Helper()
+	desc, ok := rawManifest(t, reg, ref)
+	if !ok || !bytes.Equal(desc.Manifest, want.Manifest) {
+		t.Errorf("%s/%s: %v; want the manifest %s byte for byte", reg.Host, ref, desc, want.Digest)
+	}
 }
 
 // uploadCounts counts a registry's committed blob uploads by digest, in
@@ -183,10 +193,7 @@ func TestPutFanOut(t *testing.T) {
 		repo string
 	}{{a, "fo/app"}, {a, "fo/mirror"}, {b, "fo/app"}} {
 		for _, tag := range []string{"1.0", "latest"} {
-			desc, ok := rawManifest(t, c.reg, c.repo+":"+tag)
-			if !ok || !bytes.Equal(desc.Manifest, first.Manifest) {
-				t.Errorf("%s/%s:%s: %v; want the manifest of %s", c.reg.Host, c.repo, tag, desc, resp.Version.Digest)
-			}
+			sameManifest(t, c.reg, c.repo+":"+tag, first)
 		}
 	}
 	m, _ := manifestOf(t, a, "fo/app:1.0")
@@ -251,8 +258,9 @@ func TestPutFanOut(t *testing.T) {
 	readsBack(t, a, "fo/mirror:latest")
 }
 
-// readsBack reads every blob of ref (go-containerregistry checks digests).
-func readsBack(t *testing.T, reg *testenv.Registry, ref string) {
+// readsBack reads every blob of ref (go-containerregistry checks digests)
+// and returns the image.
+func readsBack(t *testing.T, reg *testenv.Registry, ref string) v1.Image {
 	t.Helper()
 	img, err := remote.Image(reg.Ref(t, ref), reg.RemoteOptions()...)
 	if err != nil {
@@ -272,6 +280,7 @@ func readsBack(t *testing.T, reg *testenv.Registry, ref string) {
 			t.Errorf("%s: layer: %v", ref, err)
 		}
 	}
+	return img
 }
 
 // absent fails when any of refs (repo:tag on reg) exists.
@@ -386,10 +395,7 @@ func TestPutFanOutThroughDaemon(t *testing.T) {
 		reg *testenv.Registry
 		ref string
 	}{{a, "fo/daemon-mirror:latest"}, {b, "fo/daemon:latest"}} {
-		desc, ok := rawManifest(t, c.reg, c.ref)
-		if !ok || !bytes.Equal(desc.Manifest, first.Manifest) {
-			t.Errorf("%s/%s: %v, want the daemon's manifest %s byte for byte", c.reg.Host, c.ref, desc, first.Digest)
-		}
+		sameManifest(t, c.reg, c.ref, first)
 	}
 	m, _ := manifestOf(t, a, "fo/daemon:latest")
 	up := uploadCounts(registryRequests(t, b)[beforeB:])

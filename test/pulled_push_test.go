@@ -1,12 +1,10 @@
 package test
 
 import (
-	"io"
 	"strings"
 	"testing"
 
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -76,26 +74,9 @@ func TestPushPulledBase(t *testing.T) {
 				t.Errorf("uploaded %v, want exactly the new layer and the config %v", tr.uploaded, want)
 			}
 			// The image reads back whole: every blob is in the repository.
-			img, err := remote.Image(reg.Ref(t, c.repo+":latest"), reg.RemoteOptions()...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			img := readsBack(t, reg, c.repo+":latest")
 			if got, ok := imageFile(t, img, "built"); !ok || got != "built\n" {
 				t.Errorf("the pushed image's /built is %q (%v)", got, ok)
-			}
-			layers, err := img.Layers()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, l := range layers {
-				rc, err := l.Compressed()
-				if err == nil {
-					_, err = io.Copy(io.Discard, rc) // checks the digest
-					rc.Close()
-				}
-				if err != nil {
-					t.Errorf("layer: %v", err)
-				}
 			}
 		})
 	}

@@ -3,7 +3,6 @@ package layerstore_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -15,7 +14,6 @@ import (
 	"github.com/concourse-docker/docker-image-resource/pkg/engine"
 	"github.com/concourse-docker/docker-image-resource/pkg/layerstore"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"golang.org/x/sys/unix"
 )
@@ -39,8 +37,11 @@ func TestMeasureLoad(t *testing.T) {
 	dir := t.TempDir()
 	files := testenv.HostFiles{Roots: []string{"/usr/lib"}, Budget: int64(mib) << 20, MaxFile: 4 << 20}.Collect(t)
 	img := empty.Image
+	var blobs []string // the layers' files, for the floor
 	for _, g := range testenv.SplitHostFiles(files, 4) {
-		img = testenv.AppendLayers(t, img, testenv.FileLayer(t, dir, "gzip", testenv.HostFilesTar(g)))
+		l := testenv.FileLayer(t, dir, "gzip", testenv.HostFilesTar(g))
+		img = testenv.AppendLayers(t, img, l)
+		blobs = append(blobs, testenv.LayerFile(l))
 	}
 	folder := filepath.Join(dir, "base")
 	testenv.SaveTarball(t, filepath.Join(folder, "image"), img, "measure/base:1")
@@ -70,7 +71,8 @@ func TestMeasureLoad(t *testing.T) {
 		// cores) from one waiting for the disk.
 		t.Logf("Write alone: %s (cpu: user %s, system %s)", took,
 			time.Duration(r1.Utime.Nano()-r0.Utime.Nano()), time.Duration(r1.Stime.Nano()-r0.Stime.Nano()))
-		t.Logf("tar -xzf of every layer, one after another: %s", untarFloor(t, img))
+		unix.Sync()
+		t.Logf("tar -xzf of every layer, one after another: %s", testenv.UntarFloor(t, blobs, dataRoot(t, "floor")))
 		return
 	}
 	testenv.LockDockerd(t)
@@ -114,35 +116,6 @@ func measureOnce(t *testing.T, folder string, seed bool) (load, start time.Durat
 		t.Fatal("the seed was not taken")
 	}
 	return time.Since(t0) + d.SeedTook(), d.Elapsed()
-}
-
-// untarFloor is the extraction floor: tar -xzf of each layer into one
-// fresh folder, sync first.
-func untarFloor(t *testing.T, img v1.Image) time.Duration {
-	t.Helper()
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dest := dataRoot(t, "floor")
-	if err := os.MkdirAll(dest, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	unix.Sync()
-	t0 := time.Now()
-	for _, l := range layers {
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("tar", "-xzf", "-", "-C", dest)
-		cmd.Stdin = rc
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("tar: %v: %s", err, out)
-		}
-		rc.Close()
-	}
-	return time.Since(t0)
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -128,12 +128,7 @@ func fanOutBuild(t *testing.T) (Options, [][]byte) {
 	base := randomImage(t)
 	d, _ := base.Digest()
 	dir := savedFolder(t, base, d.String())
-	var raws [][]byte
-	ls, _ := base.Layers()
-	for _, l := range ls {
-		raws = append(raws, readAll(t, l.Uncompressed))
-	}
-	raws = append(raws, layerTar(t, 50000))
+	raws := builtOn(t, base, 50000)
 	config := configFor(raws)
 	rc, err := registry.New(registry.Options{})
 	if err != nil {

@@ -182,6 +182,18 @@ func (f fakeDaemon) ImageList(context.Context, image.ListOptions) ([]image.Summa
 }
 
 // layerTar is an uncompressed layer with one file of n random bytes.
+// builtOn is a "build" on base: its layers uncompressed, as docker save
+// streams them, and one new layer of size bytes.
+func builtOn(t *testing.T, base v1.Image, size int) [][]byte {
+	t.Helper()
+	var raws [][]byte
+	ls, _ := base.Layers()
+	for _, l := range ls {
+		raws = append(raws, readAll(t, l.Uncompressed))
+	}
+	return append(raws, layerTar(t, size))
+}
+
 func layerTar(t *testing.T, n int) []byte {
 	t.Helper()
 	content := make([]byte, n)
@@ -422,12 +434,7 @@ func TestPushReusesBaseBlobsWithoutADaemon(t *testing.T) {
 
 	// The "build": the base's layers and one new one, uncompressed as
 	// docker save streams them.
-	var raws [][]byte
-	ls, _ := base.Layers()
-	for _, l := range ls {
-		raws = append(raws, readAll(t, l.Uncompressed))
-	}
-	raws = append(raws, layerTar(t, 100000))
+	raws := builtOn(t, base, 100000)
 	config := configFor(raws)
 	daemon := &saveDaemon{config: config, stream: saveStream(t, config, raws, false)}
 

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,16 +72,7 @@ func (h *hostTarget) Get(t testing.TB, dest string, base *scalebench.Base) (time
 }
 
 func (h *hostTarget) Floor(t testing.TB, blobs []string, dest string) time.Duration {
-	if err := os.MkdirAll(dest, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	for _, blob := range blobs {
-		if out, err := exec.Command("tar", "-xzf", blob, "-C", dest).CombinedOutput(); err != nil {
-			t.Fatalf("tar -xzf %s: %v\n%s", filepath.Base(blob), err, out)
-		}
-	}
-	return time.Since(start)
+	return testenv.UntarFloor(t, blobs, dest)
 }
 
 func (h *hostTarget) Put(t testing.TB, srcDir, repo string, params map[string]any, dockerLoad bool) map[string]string {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -190,4 +191,21 @@ func LayerFile(l v1.Layer) string {
 		return fl.path
 	}
 	return ""
+}
+
+// UntarFloor is the extraction floor the benchmarks compare with: the
+// host's `tar -xzf` of each gzip blob file, in order, into dest (made if
+// missing). It returns the time of all of them.
+func UntarFloor(t testing.TB, blobs []string, dest string) time.Duration {
+	t.Helper()
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, blob := range blobs {
+		if out, err := exec.Command("tar", "-xzf", blob, "-C", dest).CombinedOutput(); err != nil {
+			t.Fatalf("tar -xzf %s: %v\n%s", filepath.Base(blob), err, out)
+		}
+	}
+	return time.Since(start)
 }
