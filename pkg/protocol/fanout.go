@@ -30,12 +30,10 @@ func (p *OutParams) validateFanOut() error {
 }
 
 // AdditionalRepositories are params.additional_repositories as the user
-// wrote them, checked (validateFanOut) and compared with source.repository:
-// the source is pushed to anyway, so naming it again is an error.
+// wrote them, compared with source.repository: the source is pushed to
+// anyway, so naming it again is an error. The entries themselves were
+// checked when the request was parsed (validateFanOut).
 func (r *OutRequest) AdditionalRepositories() ([]string, error) {
-	if err := r.Params.validateFanOut(); err != nil {
-		return nil, err
-	}
 	src := normalRepository(r.Source.Repository)
 	for i, repo := range r.Params.AdditionalRepositories {
 		if normalRepository(repo) == src {
