@@ -114,6 +114,12 @@ type OutParams struct {
 	// Fan-out push (fanout.go).
 	AdditionalRepositories []string `json:"additional_repositories"`
 
+	// Registry build cache and multi-platform builds (buildcache.go).
+	CacheRepository string   `json:"cache_repository"`
+	CacheMode       string   `json:"cache_mode"`
+	CacheRequired   Bool     `json:"cache_required"`
+	Platforms       []string `json:"platforms"`
+
 	Rootfs Retired `json:"rootfs" retired:"the put no longer exports a rootfs; use get_params: {rootfs: true} on the put step"`
 }
 

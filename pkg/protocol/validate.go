@@ -232,6 +232,9 @@ func (p *OutParams) Validate() error {
 	if err := p.validateFanOut(); err != nil {
 		return err
 	}
+	if err := p.validateBuildCache(); err != nil {
+		return err
+	}
 	if p.CacheTag != "" {
 		if err := ValidateTag("params.cache_tag", string(p.CacheTag)); err != nil {
 			return err
