@@ -52,6 +52,9 @@ func ParseIn(r io.Reader) (Parsed[InRequest], error) {
 	if err := req.Params.Platform.validate("params.platform"); err != nil {
 		return p, err
 	}
+	if err := req.Params.validatePlatforms(); err != nil {
+		return p, err
+	}
 	return p, nil
 }
 

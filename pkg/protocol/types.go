@@ -72,6 +72,9 @@ type InParams struct {
 	Rootfs       Bool      `json:"rootfs"`
 	SkipDownload Bool      `json:"skip_download"`
 	Platform     *Platform `json:"platform"`
+	// Platforms, with save: true, saves each listed platform's image of an
+	// index into oci/ (inplatforms.go).
+	Platforms []string `json:"platforms"`
 }
 
 // OutParams are the params of a put.
