@@ -65,11 +65,17 @@ func get(ctx context.Context, env Env, s *session, dest string, req *protocol.In
 	files := map[string]string{"repository": repo, "tag": tag, "digest": digest.String()}
 
 	if !req.Params.SkipDownload {
-		id, err := fetch(ctx, env, s, dest, req, digest)
+		fetchImage := fetch
+		if savesPlatforms(req) {
+			fetchImage = fetchPlatforms // oci/ instead of image, no image-id
+		}
+		id, err := fetchImage(ctx, env, s, dest, req, digest)
 		if err != nil {
 			return nil, noSpace(dest, err)
 		}
-		files["image-id"] = id
+		if !savesPlatforms(req) {
+			files["image-id"] = id
+		}
 		resp.Metadata = protocol.Metadata("repository", repo, "tag", tag, "image", logging.ShortID(id))
 	} else {
 		s.log.Infof("skip_download: writing only repository, tag and digest")
