@@ -224,7 +224,7 @@ func saveChild(ctx context.Context, s *session, reg *registry.Client, req *proto
 	if !c.desc.MediaType.IsImage() {
 		return nil, "", fmt.Errorf("%s: %s is a %s, not an image", c.field, ref, c.desc.MediaType)
 	}
-	s.log.Infof("platform %s (%s, %d of %d):", c.want, c.field, i+1, len(plan.children))
+	s.log.Infof("saving %s into %s/ (%s, %d of %d)", c.want, LayoutDir, c.field, i+1, len(plan.children))
 	// The entry names an image manifest, so resolveImage takes it as it
 	// is (no platform is chosen) and says what failed as a get does.
 	img, id, err := resolveImage(ctx, s, reg, req, c.desc.Digest)
