@@ -140,12 +140,15 @@ func defaultRouteMTU(procNetRoute, sysClassNet string) (iface string, mtu int, e
 // 20.10 rejects unknown top-level keys but not unknown names inside
 // "features", and dockerd ignores "deprecated-key-path" since 22.06 (should
 // one reject it, Start retries without it: withKeyPath false).
-func daemonConfig(keyPath string, withKeyPath bool) ([]byte, error) {
+//
+// containerdStore picks the image store: the classic one (false), pinned
+// because 29 defaults fresh data roots to the containerd store, where image
+// IDs are manifest digests and the resource's fast paths (the layer-store
+// seed, the direct push's layer reads) do not apply; or the containerd one,
+// whose BuildKit has the registry cache and OCI exporters.
+func daemonConfig(keyPath string, withKeyPath, containerdStore bool) ([]byte, error) {
 	cfg := map[string]any{
-		// 29 defaults fresh data roots to the containerd image store, where
-		// image IDs are manifest digests; the resource relies on config
-		// digests.
-		"features": map[string]bool{"containerd-snapshotter": false},
+		"features": map[string]bool{"containerd-snapshotter": containerdStore},
 	}
 	if withKeyPath {
 		// Up to 22.x dockerd writes a trust key, by default to
@@ -155,8 +158,8 @@ func daemonConfig(keyPath string, withKeyPath bool) ([]byte, error) {
 	return json.MarshalIndent(cfg, "", "  ")
 }
 
-func writeDaemonConfig(path, keyPath string, withKeyPath bool) error {
-	cfg, err := daemonConfig(keyPath, withKeyPath)
+func writeDaemonConfig(path, keyPath string, withKeyPath, containerdStore bool) error {
+	cfg, err := daemonConfig(keyPath, withKeyPath, containerdStore)
 	if err != nil {
 		return fmt.Errorf("encoding daemon.json: %w", err)
 	}
@@ -172,9 +175,13 @@ func rejectsKeyPath(log string) bool {
 	return strings.Contains(log, "don't match any configuration option") && strings.Contains(log, "deprecated-key-path")
 }
 
-// containerdConfig keeps everything of our containerd in dir: root, state,
-// sockets and the opt folder (by default /opt/containerd).
-func containerdConfig(dir, socket string) []byte {
+// containerdConfig keeps everything of our containerd in dir: root (unless
+// root is given), state, sockets and the opt folder (by default
+// /opt/containerd).
+func containerdConfig(dir, root, socket string) []byte {
+	if root == "" {
+		root = filepath.Join(dir, "root")
+	}
 	return fmt.Appendf(nil, `version = 2
 root = %q
 state = %q
@@ -195,7 +202,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"))
+`, root, filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"))
 }
 
 // dockerdArgs are dockerd's flags: its files in the state folder, our
@@ -215,6 +222,9 @@ func (d *Daemon) dockerdArgs(cfgPath string) []string {
 		"--cgroup-parent", d.cgroupParent,
 		// Containers still running at Stop are garbage; do not wait long.
 		"--shutdown-timeout", "5",
+	}
+	if d.opts.Debug {
+		args = append(args, "--debug")
 	}
 	return append(args, flagArgs(d.opts, d.mtu())...)
 }

@@ -86,7 +86,7 @@ func TestDefaultRouteMTU(t *testing.T) {
 func TestDaemonConfig(t *testing.T) {
 	decode := func(withKeyPath bool) map[string]any {
 		t.Helper()
-		b, err := daemonConfig("/tmp/dkd-1/key.json", withKeyPath)
+		b, err := daemonConfig("/tmp/dkd-1/key.json", withKeyPath, false)
 		if err != nil {
 			t.Fatal(err)
 		}

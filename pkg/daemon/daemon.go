@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -77,6 +78,15 @@ type Options struct {
 	// Seed); nil starts dockerd on the data root as it is.
 	Seed *Seed
 
+	// Debug runs dockerd and containerd at debug level: their log tails,
+	// which Stop shows at debug level, then say why a step failed.
+	Debug bool
+
+	// ContainerdStore starts dockerd on the containerd image store (see
+	// daemonConfig) instead of the classic one. Not with Seed, which
+	// writes the classic layer store.
+	ContainerdStore bool
+
 	// Getenv reads the process environment (InContainerEnv); nil:
 	// os.Getenv. pkg/resource passes its Env's, so in-process tests can
 	// set it.
@@ -111,9 +121,11 @@ type Daemon struct {
 	cli          *client.Client
 	driver       string
 	version      string
-	elapsed      time.Duration
-	seeded       bool
-	seedTook     time.Duration
+	// containerdStore: dockerd runs the containerd image store.
+	containerdStore bool
+	elapsed         time.Duration
+	seeded          bool
+	seedTook        time.Duration
 
 	stopOnce sync.Once
 	stopErr  error
@@ -138,6 +150,9 @@ func Start(ctx context.Context, o Options) (d *Daemon, err error) {
 		return nil, fmt.Errorf("starting dockerd: %w", err)
 	}
 	o = o.withDefaults()
+	if o.ContainerdStore && o.Seed != nil {
+		return nil, errors.New("starting dockerd: a seed writes the classic layer store, which a dockerd on the containerd image store does not read")
+	}
 	dockerdBin, containerdBin, err := findBinaries(o.Binary)
 	if err != nil {
 		return nil, err

@@ -83,10 +83,23 @@ func (d *Daemon) startContainerd(ctx context.Context, binary string, deadline ti
 	}
 	sock := d.containerdSocket()
 	conf := filepath.Join(d.dir, "containerd.toml")
-	if err := os.WriteFile(conf, containerdConfig(dir, sock), 0o600); err != nil {
+	root := ""
+	if d.opts.ContainerdStore {
+		// On the containerd store containerd's root holds the images'
+		// snapshots: it must be where overlay mounts work, the data
+		// root (/scratch), not the state folder in /tmp, which in a
+		// container is itself an overlay ("invalid argument" on the
+		// first RUN step).
+		root = filepath.Join(d.data.path, "containerd")
+	}
+	if err := os.WriteFile(conf, containerdConfig(dir, root, sock), 0o600); err != nil {
 		return fmt.Errorf("writing containerd config: %w", err)
 	}
-	if err := d.run(&d.containerd, binary, []string{"--config", conf}); err != nil {
+	args := []string{"--config", conf}
+	if d.opts.Debug {
+		args = append(args, "--log-level", "debug")
+	}
+	if err := d.run(&d.containerd, binary, args); err != nil {
 		return err
 	}
 	return d.poll(ctx, deadline, &d.containerd, func(context.Context) error {
@@ -105,7 +118,7 @@ func (d *Daemon) containerdSocket() string { return filepath.Join(d.dir, "c.sock
 // without it.
 func (d *Daemon) startDockerd(ctx context.Context, binary string, deadline time.Time) (err error) {
 	cfgPath := filepath.Join(d.dir, "daemon.json")
-	if err := writeDaemonConfig(cfgPath, filepath.Join(d.dir, "key.json"), true); err != nil {
+	if err := writeDaemonConfig(cfgPath, filepath.Join(d.dir, "key.json"), true, d.opts.ContainerdStore); err != nil {
 		return err
 	}
 	args := d.dockerdArgs(cfgPath)
@@ -125,7 +138,7 @@ func (d *Daemon) startDockerd(ctx context.Context, binary string, deadline time.
 	err = d.runDockerd(ctx, binary, args, deadline)
 	if se := (*StartError)(nil); errors.As(err, &se) && d.dockerd.proc.Exited() && rejectsKeyPath(childproc.TailFile(d.dockerd.log, logTailLines)) {
 		d.log.Debugf("this dockerd does not know deprecated-key-path; starting it again without")
-		if err := writeDaemonConfig(cfgPath, "", false); err != nil {
+		if err := writeDaemonConfig(cfgPath, "", false, d.opts.ContainerdStore); err != nil {
 			return err
 		}
 		err = d.runDockerd(ctx, binary, args, deadline)
@@ -208,11 +221,26 @@ func (d *Daemon) describe(ctx context.Context, t0 time.Time) error {
 		return fmt.Errorf("asking the new dockerd for its info: %w", err)
 	}
 	d.driver, d.version = info.Driver, info.ServerVersion
-	d.log.Infof("dockerd %s ready in %s (%s since start), storage driver %s",
-		d.version, d.elapsed.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), d.driver)
+	store := ""
+	for _, kv := range info.DriverStatus {
+		if kv[0] == "driver-type" && kv[1] == containerdSnapshotter {
+			d.containerdStore, store = true, ", containerd image store"
+		}
+	}
+	d.log.Infof("dockerd %s ready in %s (%s since start), storage driver %s%s",
+		d.version, d.elapsed.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), d.driver, store)
 	if d.driver == "vfs" {
 		d.log.Warnf("!!! dockerd uses the vfs storage driver: every layer is a full copy, so builds are slow and need several times the disk. "+
 			"The data root %s is on a filesystem overlay2 cannot use (a container's own overlay root); give the resource a /scratch volume on the worker's disk. !!!", d.data.path)
 	}
 	return nil
 }
+
+// containerdSnapshotter is the driver-type dockerd's info reports on the
+// containerd image store.
+const containerdSnapshotter = "io.containerd.snapshotter.v1"
+
+// ContainerdStore reports whether dockerd runs the containerd image store:
+// asked for with Options.ContainerdStore and supported (Docker 24 and
+// later; 20.10 ignores the feature).
+func (d *Daemon) ContainerdStore() bool { return d.containerdStore }

@@ -110,12 +110,20 @@ func (d *Daemon) keepLogs() {
 			c.kept = childproc.TailFile(c.log, keptLogLines)
 		}
 	}
-	kept := d.dockerd.kept
+	children := []child{d.dockerd, d.containerd}
 	d.mu.Unlock()
-	if kept != "" && d.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
-		d.log.Debugf("dockerd's log, last %d lines:", keptLogLines)
-		for _, l := range strings.Split(kept, "\n") {
-			d.log.Debugf("dockerd: %s", l)
+	if !d.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		return
+	}
+	// containerd's too: on the containerd image store BuildKit's steps
+	// run through it, and its log says why one could not start.
+	for _, c := range children {
+		if c.kept == "" {
+			continue
+		}
+		d.log.Debugf("%s's log, last %d lines:", c.name, keptLogLines)
+		for _, l := range strings.Split(c.kept, "\n") {
+			d.log.Debugf("%s: %s", c.name, l)
 		}
 	}
 }
