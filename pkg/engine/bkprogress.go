@@ -26,6 +26,10 @@ type bkProgress struct {
 	last  *bkStep // most recently started: the error's context if none failed
 	fail  *bkStep
 	bad   int // trace messages that could not be decoded
+	// soft, when set, is asked about a failed step (by name and error):
+	// true makes it a warning, not the build's failure (a cache import
+	// that found nothing, a cache export allowed to fail).
+	soft func(name, err string) bool
 }
 
 type bkStep struct {
@@ -67,8 +71,18 @@ func (p *bkProgress) trace(aux json.RawMessage) {
 		p.logs(l)
 	}
 	for _, w := range st.Warnings {
-		s := p.step(w.Vertex, "")
-		p.log.Warnf("#%d %s", s.n, strings.TrimSpace(string(w.Short)))
+		p.warning(w.Vertex, w.Short)
+	}
+}
+
+// warning is a step's warning (a Dockerfile lint, a deprecated option,
+// a cache import that found nothing); soft sees it too.
+func (p *bkProgress) warning(vertex string, short []byte) {
+	s := p.step(vertex, "")
+	msg := strings.TrimSpace(string(short))
+	p.log.Warnf("#%d %s", s.n, msg)
+	if p.soft != nil {
+		p.soft(s.name, msg)
 	}
 }
 
@@ -98,6 +112,8 @@ func (p *bkProgress) vertex(v *controlapi.Vertex) {
 	s.ended = true
 	p.flush(s)
 	switch {
+	case v.Error != "" && p.soft != nil && p.soft(s.name, v.Error):
+		p.log.Warnf("#%d %s", s.n, v.Error)
 	case v.Error != "":
 		p.fail = s
 		// The level already says ERROR; buildx's "#3 ERROR: ..." would

@@ -50,7 +50,7 @@ func Load(ctx context.Context, cli Client, tarPath string, log *logrus.Entry) (L
 		return LoadResult{}, fmt.Errorf("load %s: %w", tarPath, err)
 	}
 	defer f.Close()
-	if err := imageLoad(ctx, cli, f, log); err != nil {
+	if _, err := imageLoad(ctx, cli, f, log); err != nil {
 		return LoadResult{}, fmt.Errorf("load %s: %w", tarPath, err)
 	}
 	for _, img := range images {
@@ -76,27 +76,28 @@ func Load(ctx context.Context, cli Client, tarPath string, log *logrus.Entry) (L
 
 // imageLoad sends a docker-save stream to the daemon and reads its answer
 // to the end (errors arrive inside it).
-func imageLoad(ctx context.Context, cli Client, r io.Reader, log *logrus.Entry) error {
+func imageLoad(ctx context.Context, cli Client, r io.Reader, log *logrus.Entry) (StreamResult, error) {
 	resp, err := cli.ImageLoad(ctx, r, client.ImageLoadWithQuiet(true))
 	if err != nil {
-		return err
+		return StreamResult{}, err
 	}
 	defer resp.Body.Close()
 	if !resp.JSON {
 		// Old daemons answer plain text; it still must be read to the end.
 		b, err := io.ReadAll(resp.Body)
 		if err != nil {
-			return fmt.Errorf("reading answer: %w", err)
+			return StreamResult{}, fmt.Errorf("reading answer: %w", err)
 		}
+		var res StreamResult
 		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 			if l != "" {
 				log.Info(l)
+				res.Output = append(res.Output, l)
 			}
 		}
-		return nil
+		return res, nil
 	}
-	_, err = readBody(ctx, resp.Body, log)
-	return err
+	return readBody(ctx, resp.Body, log)
 }
 
 // saveManifest is one entry of a docker-save manifest.json.
@@ -262,6 +263,11 @@ type LoadOptions struct {
 	// the layer store before the daemon started. It is then only checked
 	// and tagged; should the daemon not have it, it is loaded as usual.
 	Seeded bool
+	// ContainerdStore: the daemon runs the containerd image store, where
+	// a loaded image's ID is its manifest's digest (a manifest the daemon
+	// writes for a docker-save stream), not its config's. The image is
+	// then found by the ID the load reports and checked by its layers.
+	ContainerdStore bool
 }
 
 // LoadFolder loads a recognised base folder into the daemon, checks the
@@ -303,8 +309,11 @@ func LoadFolder(ctx context.Context, cli Client, f *baseimage.Folder, o LoadOpti
 		return Base{}, err
 	}
 	b.ID = digestOf(config)
+	if o.ContainerdStore {
+		return l.loadContainerd(b, img, config, cfgName)
+	}
 	if !l.seeded(o.Seeded, b.ID) {
-		if err := l.send(img, config, cfgName, b.ID != b.FolderID); err != nil {
+		if _, err := l.send(img, config, cfgName, b.ID != b.FolderID); err != nil {
 			return Base{}, fmt.Errorf("load base %s from %s: %w", l.what, f.Path, err)
 		}
 	}
@@ -425,7 +434,7 @@ func (l *folderLoad) configToLoad(raw []byte, platform *v1.Platform, folderID st
 // stream with config (zstd layers decompressed for an old daemon), or the
 // folder's tarball copied with its config entry cfgName replaced when
 // replaced is set.
-func (l *folderLoad) send(img *baseimage.Image, config []byte, cfgName string, replaced bool) error {
+func (l *folderLoad) send(img *baseimage.Image, config []byte, cfgName string, replaced bool) (StreamResult, error) {
 	ctx, f := l.ctx, l.f
 	if img != nil {
 		load := *img
@@ -453,7 +462,7 @@ func platformString(p v1.Platform) string {
 
 // loadStream sends what write writes (a docker-save stream) straight into
 // ImageLoad: no temporary copy of the layers.
-func loadStream(ctx context.Context, cli Client, write func(io.Writer) error, log *logrus.Entry) error {
+func loadStream(ctx context.Context, cli Client, write func(io.Writer) error, log *logrus.Entry) (StreamResult, error) {
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
@@ -461,15 +470,15 @@ func loadStream(ctx context.Context, cli Client, write func(io.Writer) error, lo
 		pw.CloseWithError(err)
 		werr <- err
 	}()
-	err := imageLoad(ctx, cli, pr, log)
+	res, err := imageLoad(ctx, cli, pr, log)
 	// Unblock the writer if the daemon stopped reading early.
 	pr.CloseWithError(errors.New("the daemon stopped reading the image"))
 	if wErr := <-werr; wErr != nil && !errors.Is(wErr, io.ErrClosedPipe) && err == nil {
-		return fmt.Errorf("writing the image for the daemon: %w", wErr)
+		return res, fmt.Errorf("writing the image for the daemon: %w", wErr)
 	} else if wErr != nil && err != nil && !errors.Is(wErr, io.ErrClosedPipe) {
-		return fmt.Errorf("%w (writing the image: %v)", err, wErr)
+		return res, fmt.Errorf("%w (writing the image: %v)", err, wErr)
 	}
-	return err
+	return res, err
 }
 
 // zstdLoads reports whether the daemon can load zstd layers: Docker 23 and
