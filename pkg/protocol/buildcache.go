@@ -3,8 +3,6 @@ package protocol
 import (
 	"fmt"
 	"strings"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // DefaultCacheTag is the tag of a cache_repository that names none: one
@@ -63,17 +61,5 @@ func (p *OutParams) validateBuildCache() error {
 			return fmt.Errorf("params.cache_mode: %q is not a cache mode: use %q (every stage's layers, the default) or %q (only the final image's)", m, CacheModeMax, CacheModeMin)
 		}
 	}
-	seen := map[string]int{}
-	for i, s := range p.Platforms {
-		field := fmt.Sprintf("params.platforms[%d]", i)
-		pl, err := v1.ParsePlatform(s)
-		if err != nil || s == "" || pl.OS == "" || pl.Architecture == "" {
-			return fmt.Errorf("%s: %q is not a platform: write os/architecture[/variant], e.g. linux/amd64 or linux/arm/v7", field, s)
-		}
-		if j, ok := seen[pl.String()]; ok {
-			return fmt.Errorf("%s: %q is params.platforms[%d] again: list each platform once", field, s, j)
-		}
-		seen[pl.String()] = i
-	}
-	return nil
+	return validatePlatformList(p.Platforms)
 }

@@ -73,15 +73,21 @@ func (p *InParams) validatePlatforms() error {
 	if !p.Save {
 		return fmt.Errorf("params.platforms needs params.save: true: it saves every listed platform's image into oci/ (an OCI image layout a put's load_base reads); without save the get writes one platform's rootfs/, chosen with params.platform")
 	}
+	return validatePlatformList(p.Platforms)
+}
+
+// validatePlatformList checks a get's or a put's params.platforms: each
+// entry a platform, each listed once.
+func validatePlatformList(list []string) error {
 	seen := map[Platform]int{}
-	for i, s := range p.Platforms {
+	for i, s := range list {
 		field := fmt.Sprintf("params.platforms[%d]", i)
 		pl, err := ParsePlatformString(s)
 		if err != nil {
 			return fmt.Errorf("%s: %w", field, err)
 		}
 		if j, ok := seen[pl.Normalized()]; ok {
-			return fmt.Errorf("%s: %q is params.platforms[%d] (%q) again: list each platform once", field, s, j, p.Platforms[j])
+			return fmt.Errorf("%s: %q is params.platforms[%d] (%q) again: list each platform once", field, s, j, list[j])
 		}
 		seen[pl.Normalized()] = i
 	}
