@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -67,7 +68,7 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	} else {
 		enterPhase(ctx, "daemon start")
 	}
-	d, err := startDaemon(ctx, env, s, plan.src, daemonSeed(seed))
+	d, err := startDaemon(ctx, env, s, plan.src, daemonSeed(seed), plan.solves())
 	// Writing the bases into the data root makes them available: "load".
 	timing.since("daemon start", t.Add(seedTook(d)))
 	if err != nil {
@@ -83,6 +84,11 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 		}
 	}()
 	cli := d.Client()
+	if plan.solves() {
+		if err := needContainerdStore(d); err != nil {
+			return nil, err
+		}
+	}
 
 	t = time.Now().Add(-seedTook(d))
 	enterPhase(ctx, "load")
@@ -99,20 +105,25 @@ func put(ctx context.Context, env Env, s *session, srcDir string, req *protocol.
 	if err := checkBaseUsers(ctx, cli, srcDir, plan, bases); err != nil {
 		return nil, err
 	}
-	imageID, err := produce(ctx, env, s, cli, plan, cacheFrom, d.CertsDir())
+	made, err := produce(ctx, env, s, cli, plan, cacheFrom, d.CertsDir())
 	timing.since(string(plan.source), t)
 	if err != nil {
 		return nil, err
 	}
+	if made.layout != "" {
+		defer os.RemoveAll(made.layout)
+	}
+	imageID := made.id
 
 	t = time.Now()
 	enterPhase(ctx, "push")
 	src := plan.src // pushImage takes a pointer: to a copy, the plan stays as planned
-	digest, pushMeta, err := pushImage(ctx, env, s, &src, d, plan, imageID)
+	digest, pushMeta, err := pushImage(ctx, env, s, &src, d, plan, made)
 	timing.since("push", t)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", plan.repository, err)
 	}
+	warnCacheExport(s, plan, made)
 	s.log.Infof("pushed %s:%s as %s", plan.repository, strings.Join(plan.tags, ", :"), digest)
 	meta := protocol.Metadata("image", logging.ShortID(imageID), "tags", strings.Join(plan.tags, " "))
 	return &protocol.Response{Version: plan.responseVersion(digest), Metadata: timing.report(s, append(meta, pushMeta...))}, nil
@@ -135,7 +146,16 @@ func (p *phases) report(s *session, meta []protocol.MetadataField) []protocol.Me
 
 // produce makes the image to push from the chosen source and returns its
 // ID. certsDir is the daemon's certs.d, for BuildKit's registry access.
-func produce(ctx context.Context, env Env, s *session, cli engine.Client, plan *putPlan, cacheFrom []string, certsDir string) (string, error) {
+func produce(ctx context.Context, env Env, s *session, cli engine.Client, plan *putPlan, cacheFrom []string, certsDir string) (product, error) {
+	if plan.solves() {
+		return solveBuild(ctx, env, s, cli, plan, certsDir)
+	}
+	id, err := produceInDaemon(ctx, env, s, cli, plan, cacheFrom, certsDir)
+	return product{id: id}, err
+}
+
+// produceInDaemon makes the image in the daemon and returns its ID.
+func produceInDaemon(ctx context.Context, env Env, s *session, cli engine.Client, plan *putPlan, cacheFrom []string, certsDir string) (string, error) {
 	switch plan.source {
 	case sourceLoad:
 		b, err := engine.LoadFolder(ctx, cli, plan.loadFolder, engine.LoadOptions{}, s.log)
@@ -187,19 +207,26 @@ func build(ctx context.Context, env Env, s *session, cli engine.Client, plan *pu
 			cacheFrom = append(cacheFrom, cacheRef)
 		}
 	}
-	o := engine.BuildOptions{
-		ContextDir: plan.path, Dockerfile: plan.dockerfile, Target: plan.target,
-		BuildArgs: plan.buildArgs, Labels: plan.labels, CacheFrom: cacheFrom, Auth: plan.auth,
-		NetworkMode: env.Hooks.BuildNetwork,
-		// Inline cache always: it costs a few config bytes and lets any
-		// later build use this image as cache_from.
-		BuildKit: plan.buildkit, Secrets: plan.secrets, InlineCache: plan.buildkit, CertsDir: certsDir,
-	}
+	o := buildOptions(env, plan, cacheFrom)
+	o.CertsDir = certsDir
 	res, err := engine.Build(ctx, cli, o, s.log)
 	if err != nil {
 		return "", err
 	}
 	return res.ID, nil
+}
+
+// buildOptions are the plan's build options, for /build and the control
+// API alike.
+func buildOptions(env Env, plan *putPlan, cacheFrom []string) engine.BuildOptions {
+	return engine.BuildOptions{
+		ContextDir: plan.path, Dockerfile: plan.dockerfile, Target: plan.target,
+		BuildArgs: plan.buildArgs, Labels: plan.labels, CacheFrom: cacheFrom, Auth: plan.auth,
+		NetworkMode: env.Hooks.BuildNetwork,
+		// Inline cache always: it costs a few config bytes and lets any
+		// later build use this image as cache_from.
+		BuildKit: plan.buildkit, Secrets: plan.secrets, InlineCache: plan.buildkit,
+	}
 }
 
 // warnUnnamed says when a loaded base has no name: a FROM cannot use it
@@ -217,9 +244,11 @@ func warnUnnamed(s *session, param, dir string, f *baseimage.Folder, b engine.Ba
 		param, dir, f.Origin, logging.ShortID(b.ID), dir, use)
 }
 
-func startDaemon(ctx context.Context, env Env, s *session, src protocol.Source, seed *daemon.Seed) (*daemon.Daemon, error) {
+func startDaemon(ctx context.Context, env Env, s *session, src protocol.Source, seed *daemon.Seed, containerdStore bool) (*daemon.Daemon, error) {
 	o := daemon.Options{
 		Seed:                   seed,
+		ContainerdStore:        containerdStore,
+		Debug:                  bool(src.Debug),
 		StartupTimeout:         time.Duration(src.StartupTimeoutSecs()) * time.Second,
 		MaxConcurrentDownloads: src.Downloads(),
 		MaxConcurrentUploads:   src.Uploads(),

@@ -73,7 +73,7 @@ func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string
 // loadOptions are the base folders' LoadOptions: under BuildKit the build
 // platform for configs that name none.
 func loadOptions(plan *putPlan) engine.LoadOptions {
-	var o engine.LoadOptions
+	o := engine.LoadOptions{ContainerdStore: plan.solves()}
 	if plan.buildsWithBuildKit() {
 		p := baseimage.HostPlatform()
 		o.Platform = &p

@@ -28,6 +28,7 @@ type putPlan struct {
 	basePlan    // outplanbases.go: load_base(s) and cache_from folders
 	credentials // the source with ECR tokens, and the daemon's registry auth
 	fanOutPlan  // outplanfanout.go: additional_repositories and their credentials
+	solvePlan   // outplansolve.go: registry build cache (BuildKit's control API)
 }
 
 // buildsWithBuildKit is whether the image is built, by BuildKit.
@@ -57,9 +58,13 @@ func planPut(ctx context.Context, env Env, s *session, srcDir string, req *proto
 	if err != nil {
 		return nil, err
 	}
+	slv, err := planSolve(params, img, bld)
+	if err != nil {
+		return nil, err
+	}
 	// Last: the only step that may call a service (AWS, for ECR tokens),
 	// once the files are known to be good.
-	creds, err := planCredentials(ctx, s, *src, img)
+	creds, err := planCredentials(ctx, s, *src, img, slv.hosts())
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +76,7 @@ func planPut(ctx context.Context, env Env, s *session, srcDir string, req *proto
 	if err != nil {
 		return nil, err
 	}
-	return &putPlan{repository: src.Repository, builder: bld, tagPlan: tags, imagePlan: img, basePlan: bases, credentials: creds, fanOutPlan: fan}, nil
+	return &putPlan{repository: src.Repository, builder: bld, tagPlan: tags, imagePlan: img, basePlan: bases, credentials: creds, fanOutPlan: fan, solvePlan: slv}, nil
 }
 
 // inFolder resolves the request's paths: relative ones are relative to the
@@ -181,11 +186,12 @@ type credentials struct {
 // defaults and build args naming ECR images, as the old resource did;
 // pull_repository). They feed the daemon's pulls and pushes, BuildKit's
 // session and the direct push.
-func planCredentials(ctx context.Context, s *session, src protocol.Source, img imagePlan) (credentials, error) {
+func planCredentials(ctx context.Context, s *session, src protocol.Source, img imagePlan, more []string) (credentials, error) {
 	others, err := img.ecrHosts()
 	if err != nil {
 		return credentials{}, err
 	}
+	others = append(others, more...)
 	src, err = ecrLogin(ctx, s, src, others)
 	if err != nil {
 		return credentials{}, err

@@ -25,7 +25,11 @@ import (
 // repository before any manifest; anything else, or an image pkg/push
 // cannot reuse the blobs of, goes through the daemon d to the source's
 // repository and on from there (push.Copy).
-func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d *daemon.Daemon, plan *putPlan, imageID string) (string, []protocol.MetadataField, error) {
+func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d *daemon.Daemon, plan *putPlan, made product) (string, []protocol.MetadataField, error) {
+	if made.layout != "" {
+		return pushLayout(ctx, env, s, src, plan, made.layout)
+	}
+	imageID := made.id
 	cli := d.Client()
 	why := ""
 	switch plan.source {
@@ -47,17 +51,7 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d
 			Bases: bases, Jobs: src.Uploads(), TempDir: scratchDir(), LayerStore: ownLayerStore(d), Log: s.log,
 		})
 		if err == nil {
-			uploaded := fmt.Sprintf("%s (%s, %s)", units.HumanSize(float64(res.Uploaded.Bytes)), count(res.Uploaded.Blobs, "blob"), count(res.Manifests, "manifest"))
-			reused := res.Reused()
-			if len(plan.additional) == 0 {
-				s.log.Infof("push: straight to the registry in %s: uploaded %s, reused %s: %d already in %s, %d mounted from a base's repository",
-					res.Took.Round(10*time.Millisecond), uploaded, reused, res.Existing.Blobs, plan.repository, res.Mounted.Blobs)
-			} else {
-				s.log.Infof("push: straight to the registries in %s: uploaded %s, reused %s", res.Took.Round(10*time.Millisecond), uploaded, reused)
-				logRepositories(s, res.Repositories)
-			}
-			meta := protocol.Metadata("push", "registry", "uploaded", uploaded, "reused", reused.String())
-			return res.Digest.String(), append(meta, plan.repositoriesMeta()...), nil
+			return res.Digest.String(), straightPushed(s, plan, res), nil
 		}
 		var nd *push.NeedsDaemonError
 		if !errors.As(err, &nd) {
@@ -94,6 +88,44 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d
 		return "", nil, err
 	}
 	return digest, append(protocol.Metadata("push", "daemon"), plan.repositoriesMeta()...), nil
+}
+
+// straightPushed logs what a push straight to the registry did and
+// returns its metadata.
+func straightPushed(s *session, plan *putPlan, res *push.Result) []protocol.MetadataField {
+	uploaded := fmt.Sprintf("%s (%s, %s)", units.HumanSize(float64(res.Uploaded.Bytes)), count(res.Uploaded.Blobs, "blob"), count(res.Manifests, "manifest"))
+	reused := res.Reused()
+	if len(plan.additional) == 0 {
+		s.log.Infof("push: straight to the registry in %s: uploaded %s, reused %s: %d already in %s, %d mounted from a base's repository",
+			res.Took.Round(10*time.Millisecond), uploaded, reused, res.Existing.Blobs, plan.repository, res.Mounted.Blobs)
+	} else {
+		s.log.Infof("push: straight to the registries in %s: uploaded %s, reused %s", res.Took.Round(10*time.Millisecond), uploaded, reused)
+		logRepositories(s, res.Repositories)
+	}
+	meta := protocol.Metadata("push", "registry", "uploaded", uploaded, "reused", reused.String())
+	return append(meta, plan.repositoriesMeta()...)
+}
+
+// pushLayout pushes the OCI layout a solved build wrote, its manifest
+// bytes unchanged, with the bases' blobs mounted where the registry has
+// them.
+func pushLayout(ctx context.Context, env Env, s *session, src *protocol.Source, plan *putPlan, dir string) (string, []protocol.MetadataField, error) {
+	reg, err := registryClient(env, plan.pushSource(src), s.log)
+	if err != nil {
+		return "", nil, err
+	}
+	var bases []string
+	for _, f := range slices.Concat(plan.baseFolders, plan.cacheFolders) {
+		bases = append(bases, f.Dir)
+	}
+	res, err := push.PushLayout(ctx, push.LayoutOptions{
+		Registry: reg, Dir: dir, Repository: plan.repository, Additional: plan.additional, Tags: plan.tags,
+		Bases: bases, Jobs: src.Uploads(), Log: s.log,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return res.Digest.String(), straightPushed(s, plan, res), nil
 }
 
 // copyOn sends what the daemon pushed to the source's repository on to the

@@ -25,6 +25,11 @@ func planSeed(env Env, s *session, plan *putPlan) *engine.Seeding {
 	if len(folders) == 0 {
 		return nil
 	}
+	if plan.solves() {
+		// The seed writes the classic layer store; the control API's
+		// builds run on the containerd one.
+		return nil
+	}
 	if env.Hooks.DockerLoad {
 		s.log.Debug("load: the test hook DockerLoad is set: the bases go through docker load")
 		return nil

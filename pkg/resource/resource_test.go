@@ -104,7 +104,7 @@ func TestDaemonGetsEnv(t *testing.T) {
 	var log bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // Start returns before it starts anything
-	if _, err := startDaemon(ctx, env, newSession(Env{Stderr: &log}, &protocol.Source{}, nil), protocol.Source{}, nil); !errors.Is(err, context.Canceled) {
+	if _, err := startDaemon(ctx, env, newSession(Env{Stderr: &log}, &protocol.Source{}, nil), protocol.Source{}, nil, false); !errors.Is(err, context.Canceled) {
 		t.Fatalf("startDaemon: %v", err)
 	}
 	if got.Getenv == nil || got.Getenv(daemon.InContainerEnv) != "1" {
