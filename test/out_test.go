@@ -157,6 +157,11 @@ func TestPutErrorsPushNothing(t *testing.T) {
 		{"load_file without repository", map[string]any{"load_file": "bad-args.json"}, "must specify load_repository param"},
 		{"secrets with the classic builder", map[string]any{"build": "ok", "docker_buildkit": 0, "secrets": map[string]any{"s": map[string]any{"env": "HOME"}}}, "params.secrets need BuildKit"},
 		{"FROM image missing", map[string]any{"build": "fail"}, "none:1"},
+		{"cache_repository with the classic builder", map[string]any{"build": "ok", "docker_buildkit": 0, "cache_repository": reg.Host + "/errs/cache"}, "params.cache_repository needs BuildKit"},
+		{"cache_repository without a build", map[string]any{"pull_repository": reg.Host + "/none", "cache_repository": reg.Host + "/errs/cache"}, "params.cache_repository is a build cache, but this put takes its image from params.pull_repository"},
+		// The host's dockerd is 20.10: no containerd image store.
+		{"cache_repository on a classic store", map[string]any{"build": "ok", "cache_repository": reg.Host + "/errs/cache"}, "params.cache_repository needs dockerd's containerd image store (Docker 24 or later), but dockerd 20.10"},
+		{"platforms", map[string]any{"build": "ok", "platforms": []string{"linux/amd64", "linux/arm64"}}, "params.platforms: building several platforms in one put is not implemented yet"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -261,6 +261,9 @@ type registryOpts struct {
 	// CertPEM and KeyPEM make it serve TLS; ClientCAPEM makes it require
 	// client certificates issued by that CA.
 	CertPEM, KeyPEM, ClientCAPEM []byte
+	// ReadOnly makes it refuse every push (distribution's read-only
+	// maintenance mode), while reads work.
+	ReadOnly bool
 }
 
 // registryContainer is a distribution registry running in the outer daemon.
@@ -285,10 +288,12 @@ storage:
   maintenance:
     uploadpurging:
       enabled: false
+    readonly:
+      enabled: %t
 http:
   addr: :5000
   secret: e2e-%d
-`, time.Now().UnixNano())
+`, o.ReadOnly, time.Now().UnixNano())
 	if o.CertPEM != nil {
 		writeTestFile(t, filepath.Join(cfgDir, "server.crt"), o.CertPEM)
 		writeTestFile(t, filepath.Join(cfgDir, "server.key"), o.KeyPEM)
