@@ -95,6 +95,9 @@ func TestImageAbort(t *testing.T) {
 	cases := []abortCase{
 		{"BuildKit, RUN running", "build", map[string]any{"build": "slow", "load_base": "base"}, "42 is running", 0, abortBuildBound, ""},
 		{"BuildKit, RUN starting", "build", map[string]any{"build": "slow", "load_base": "base"}, "] RUN echo", 0, abortBuildBound, ""},
+		// Through BuildKit's control API on the containerd store
+		// (issue 16): the gRPC solve is cancelled with the put.
+		{"BuildKit control API, RUN running", "build", map[string]any{"build": "slow", "load_base": "base", "cache_repository": "registry:5000/abort/cache"}, "42 is running", 0, abortBuildBound, ""},
 		{"classic build", "build", map[string]any{"build": "slow", "load_base": "base", "docker_buildkit": 0}, "42 is running", 0, abortBuildBound, ""},
 		// The push reads the new layer from dockerd's layer store, then
 		// uploads it (the base is written into the layer store before
