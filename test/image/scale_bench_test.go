@@ -61,6 +61,10 @@ type imageTarget struct {
 
 func (g *imageTarget) Name() string { return "image" }
 
+// RegistryCache: the image's dockerd runs the containerd image store a
+// put with cache_repository needs.
+func (g *imageTarget) RegistryCache() bool { return true }
+
 func (g *imageTarget) Describe() string {
 	return "In the resource image: `in`, `out` and the floor's `tar -xzf` (the image's GNU tar) each run in a fresh privileged container of the image " +
 		"on a private dockerd (the host's), with the get's folder and the puts' inputs a host folder mounted into it as Concourse mounts its volumes; " +

@@ -21,6 +21,7 @@ type Report struct {
 	Dockerd  string
 	Sizes    []SizeResult
 	Ten      TenResult
+	Stages   *StagesResult // CacheTargets only
 	Took     time.Duration
 }
 
@@ -121,6 +122,9 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&t, "| load_base: one get + ten puts (base deleted from the registry) | %s + %s = **%s** |\n", dur(ten.Get), dur(lb), dur(ten.Get+lb))
 	fmt.Fprintf(&t, "| FROM pulled: ten puts | **%s** |\n", dur(from))
 	fmt.Fprintf(&t, "| load_base / FROM pulled | %s |\n", ratio(ten.Get+lb, from))
+	if r.Stages != nil {
+		t.WriteString(r.Stages.markdown())
+	}
 	return t.String()
 }
 

@@ -135,6 +135,9 @@ func Run(b *testing.B, cfg Config, bases map[int]*Base, tg Target) *Report {
 		rep.Sizes = append(rep.Sizes, runSize(b, cfg, bases[m], tg, apps[0], logf))
 	}
 	rep.Ten = runTen(b, bases[cfg.TenMiB], tg, apps, logf)
+	if ct, ok := tg.(CacheTarget); ok && ct.RegistryCache() {
+		rep.Stages = runStages(b, cfg, bases[cfg.Sizes[0]], tg, logf)
+	}
 	rep.Took = time.Since(began)
 	return rep
 }
