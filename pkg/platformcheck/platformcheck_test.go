@@ -202,6 +202,19 @@ COPY --from=busybox /bin/busybox /bin/
 			},
 		},
 		{
+			// BuildKit v0.13 (checked with its dockerfile2llb) fails this
+			// build: "failed to parse platform : \"\" is an invalid component".
+			name:       "a global ARG BUILDPLATFORM without a default empties it, as in BuildKit v0.13",
+			dockerfile: "ARG BUILDPLATFORM\nFROM --platform=$BUILDPLATFORM golang\nRUN go build\n",
+			want:       map[string][]string{"linux/arm64": {"stage 0:3:RUN go build@linux/arm64"}},
+		},
+		{
+			name:       "a build arg replaces an automatic platform ARG",
+			dockerfile: "FROM --platform=$BUILDPLATFORM golang\nRUN go build\n",
+			buildArgs:  map[string]string{"BUILDPLATFORM": "linux/arm64"},
+			want:       map[string][]string{"linux/amd64": {"stage 0:2:RUN go build@linux/arm64"}},
+		},
+		{
 			name:       "a multi-line RUN is named as written, by its first line",
 			dockerfile: "FROM alpine\n\nRUN apk add \\\n  curl\n",
 			want:       map[string][]string{"linux/arm64": {"stage 0:3:RUN apk add   curl@linux/arm64"}},
