@@ -15,9 +15,11 @@
 //
 // What it cannot see: ONBUILD triggers of base images (they run at FROM)
 // and named build contexts (--build-context), which the put does not pass.
-// A --platform that does not expand or parse is taken as the target
-// platform: the check may then ask for an emulator the build turns out not
-// to need, and BuildKit reports the bad value itself.
+// A --platform that does not expand or parse (an unknown variable expands
+// to nothing, as in BuildKit) is taken as the target platform: the check may
+// then ask for an emulator, though BuildKit v0.13 fails such a build anyway
+// ("failed to parse platform"), also when a global ARG BUILDPLATFORM without
+// a default empties the automatic one.
 package platformcheck
 
 import (
