@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 )
 
 func TestRedactorMasksSecrets(t *testing.T) {
@@ -128,5 +130,17 @@ func TestRedactorLeavesNoSecret(t *testing.T) {
 				t.Fatalf("Redact(%q) = %q keeps %q", sb.String(), out, s)
 			}
 		}
+	}
+}
+
+func TestCaptureStandard(t *testing.T) {
+	var out bytes.Buffer
+	r := NewRedactor(&out, "s3cret-value")
+	CaptureStandard(New(r, true))
+	defer CaptureStandard(Discard())
+	logrus.WithField("ref", "layer-sha256:abc").Error("(*service).Write failed: s3cret-value")
+	got := out.String()
+	if !strings.Contains(got, "DEBUG") || !strings.Contains(got, "error: (*service).Write failed") || strings.Contains(got, "s3cret-value") {
+		t.Errorf("captured %q: want it at debug level, masked", got)
 	}
 }

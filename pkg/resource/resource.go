@@ -101,6 +101,7 @@ type session struct {
 func newSession(env Env, src *protocol.Source, warnings []string) *session {
 	r := logging.NewRedactor(env.Stderr, secretsOf(src)...)
 	s := &session{log: logging.New(r, bool(src.Debug)), redact: r}
+	logging.CaptureStandard(s.log)
 	for _, w := range warnings {
 		s.log.Warn(w)
 	}
