@@ -294,3 +294,45 @@ func readImage(b *blobs, c candidate) (*LayoutImage, error) {
 	}
 	return img, nil
 }
+
+// LayoutImages reads every image manifest a layout's index.json reaches
+// (each platform of a multi-platform index), with its manifest and config:
+// what a daemon on the containerd image store loads as one index.
+func LayoutImages(p string, kind Kind) ([]*LayoutImage, error) {
+	b, err := openBlobs(p, kind)
+	if err != nil {
+		return nil, err
+	}
+	ibl, err := b.file("index.json")
+	if err != nil {
+		return nil, err
+	}
+	raw, err := b.read(ibl, 16<<20)
+	if err != nil {
+		return nil, fmt.Errorf("index.json: %w", err)
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("parsing index.json: %w", err)
+	}
+	var cands []candidate
+	if err := collect(b, idx, 0, &cands); err != nil {
+		return nil, err
+	}
+	var out []*LayoutImage
+	for _, c := range cands {
+		if c.platform == nil || c.platform.OS == "unknown" {
+			// Attestations and images without a platform are no base.
+			continue
+		}
+		img, err := readImage(b, c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, img)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("index.json names no image manifest with a platform")
+	}
+	return out, nil
+}
