@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
+	"github.com/containerd/platforms"
 	controlapi "github.com/moby/buildkit/api/services/control"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/secrets/secretsprovider"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
 	"github.com/tonistiigi/fsutil"
 	"golang.org/x/sync/errgroup"
@@ -43,8 +45,15 @@ type SolveOptions struct {
 	// CacheExport, when set, is where the cache goes after the build.
 	CacheExport *CacheExport
 	// OutputDir receives the image as an OCI image layout (index.json
-	// naming the one image manifest).
+	// naming the one image manifest, or the index of Platforms).
 	OutputDir string
+	// Platforms, when set, are built in one solve into one index
+	// ("linux/amd64", "linux/arm64").
+	Platforms []string
+	// Unsupported, when set, is called before the build with the
+	// Platforms dockerd's BuildKit cannot run (no emulator on the worker);
+	// its error stops the build.
+	Unsupported func(platforms []string) error
 }
 
 // CacheExport is a registry cache to write.
@@ -131,8 +140,14 @@ func Solve(ctx context.Context, cli Client, o SolveOptions, log *logrus.Entry) (
 		return SolveResult{}, err
 	}
 	defer bk.Close()
-	if err := checkStore(ctx, bk); err != nil {
+	native, err := checkStore(ctx, bk)
+	if err != nil {
 		return SolveResult{}, err
+	}
+	if missing := unsupported(o.Platforms, native); len(missing) > 0 && o.Unsupported != nil {
+		if err := o.Unsupported(missing); err != nil {
+			return SolveResult{}, err
+		}
 	}
 
 	attachables := []session.Attachable{newSessionAuth(b.Auth, sessionTLS(b.CertsDir))}
@@ -145,7 +160,7 @@ func Solve(ctx context.Context, cli Client, o SolveOptions, log *logrus.Entry) (
 	}
 	so := bkclient.SolveOpt{
 		Frontend:      "dockerfile.v0",
-		FrontendAttrs: frontendAttrs(b, filepath.Base(dfPath)),
+		FrontendAttrs: frontendAttrs(b, filepath.Base(dfPath), o.Platforms),
 		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
 		Session:       attachables,
 		Exports: []bkclient.ExportEntry{{
@@ -240,7 +255,7 @@ func Solve(ctx context.Context, cli Client, o SolveOptions, log *logrus.Entry) (
 }
 
 // frontendAttrs are the Dockerfile frontend's options for b.
-func frontendAttrs(b BuildOptions, filename string) map[string]string {
+func frontendAttrs(b BuildOptions, filename string, platforms []string) map[string]string {
 	a := map[string]string{
 		"filename": filename,
 		// dockerd's image store first: loaded bases satisfy FROM without a
@@ -249,6 +264,11 @@ func frontendAttrs(b BuildOptions, filename string) map[string]string {
 	}
 	if b.Target != "" {
 		a["target"] = b.Target
+	}
+	if len(platforms) > 0 {
+		// The frontend builds each in parallel; the exporter writes an
+		// index of them.
+		a["platform"] = strings.Join(platforms, ",")
 	}
 	for k, v := range b.BuildArgs {
 		a["build-arg:"+k] = v
@@ -291,18 +311,36 @@ func buildKitClient(ctx context.Context, cli Client) (*bkclient.Client, error) {
 // store only (buildx's docker driver reads it the same way).
 const snapshotterLabel = "org.mobyproject.buildkit.worker.snapshotter"
 
-// checkStore fails unless dockerd's BuildKit runs on the containerd store.
-func checkStore(ctx context.Context, bk *bkclient.Client) error {
+// checkStore fails unless dockerd's BuildKit runs on the containerd store,
+// and returns the platforms its worker runs: natively or through an
+// emulator the worker has (BuildKit probes each by running a binary).
+func checkStore(ctx context.Context, bk *bkclient.Client) ([]ocispecs.Platform, error) {
 	ws, err := bk.ListWorkers(ctx)
 	if err != nil {
-		return fmt.Errorf("build: asking dockerd's BuildKit for its workers: %w", err)
+		return nil, fmt.Errorf("build: asking dockerd's BuildKit for its workers: %w", err)
 	}
 	for _, w := range ws {
 		if w.Labels[snapshotterLabel] != "" {
-			return nil
+			return w.Platforms, nil
 		}
 	}
-	return fmt.Errorf("build: %w", ErrBuildKitStore)
+	return nil, fmt.Errorf("build: %w", ErrBuildKitStore)
+}
+
+// unsupported are the wanted platforms none of the worker's matches.
+func unsupported(wanted []string, worker []ocispecs.Platform) []string {
+	var out []string
+	for _, w := range wanted {
+		p, err := platforms.Parse(w)
+		if err != nil {
+			out = append(out, w)
+			continue
+		}
+		if !slices.ContainsFunc(worker, func(n ocispecs.Platform) bool { return platforms.Only(n).Match(p) }) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // checkLayout makes sure the OCI layout in dir names the image digest.
