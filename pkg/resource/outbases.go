@@ -32,7 +32,13 @@ func loadBases(ctx context.Context, s *session, cli engine.Client, srcDir string
 	load := func(param string, f *baseimage.Folder) (engine.Base, error) {
 		o := loadOptions(plan)
 		o.Seeded = seeded(f)
-		b, err := engine.LoadFolder(ctx, cli, f, o, s.log)
+		b, whole, err := loadAllPlatforms(ctx, s, cli, plan, param, f)
+		if err != nil {
+			return b, err
+		}
+		if !whole {
+			b, err = engine.LoadFolder(ctx, cli, f, o, s.log)
+		}
 		if err != nil {
 			return b, fmt.Errorf("%s %s: %w", param, rel(srcDir, f.Dir), err)
 		}
