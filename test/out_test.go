@@ -160,8 +160,10 @@ func TestPutErrorsPushNothing(t *testing.T) {
 		{"cache_repository with the classic builder", map[string]any{"build": "ok", "docker_buildkit": 0, "cache_repository": reg.Host + "/errs/cache"}, "params.cache_repository needs BuildKit"},
 		{"cache_repository without a build", map[string]any{"pull_repository": reg.Host + "/none", "cache_repository": reg.Host + "/errs/cache"}, "params.cache_repository is a build cache, but this put takes its image from params.pull_repository"},
 		// The host's dockerd is 20.10: no containerd image store.
-		{"cache_repository on a classic store", map[string]any{"build": "ok", "cache_repository": reg.Host + "/errs/cache"}, "params.cache_repository needs dockerd's containerd image store (Docker 24 or later), but dockerd 20.10"},
-		{"platforms", map[string]any{"build": "ok", "platforms": []string{"linux/amd64", "linux/arm64"}}, "params.platforms: building several platforms in one put is not implemented yet"},
+		{"cache_repository on a classic store", map[string]any{"build": "ok", "cache_repository": reg.Host + "/errs/cache"}, "params.cache_repository and params.platforms need dockerd's containerd image store (Docker 24 or later), but dockerd 20.10"},
+		{"platforms on a classic store", map[string]any{"build": "ok", "platforms": []string{"linux/amd64", "linux/arm64"}}, "params.cache_repository and params.platforms need dockerd's containerd image store"},
+		{"platforms with the classic builder", map[string]any{"build": "ok", "docker_buildkit": 0, "platforms": []string{"linux/amd64"}}, "params.platforms needs BuildKit"},
+		{"platforms without a build", map[string]any{"pull_repository": reg.Host + "/none", "platforms": []string{"linux/amd64"}}, "params.platforms builds the image for each platform, but this put takes its image from params.pull_repository"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -14,35 +14,8 @@ import (
 	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/test/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
-
-// twoPlatforms is an index of a linux/amd64 and a linux/arm64/v8 image:
-// each with the busybox layer (the same blob in both) and a random layer
-// of its own, labelled platform=<os/arch[/variant]>.
-func twoPlatforms(t *testing.T, mediaType string) (v1.ImageIndex, map[string]v1.Image) {
-	t.Helper()
-	indexMT := types.DockerManifestList
-	if mediaType == "oci" {
-		indexMT = types.OCIImageIndex
-	}
-	idx := mutate.IndexMediaType(empty.Index, indexMT)
-	imgs := map[string]v1.Image{}
-	var adds []mutate.IndexAddendum
-	for i, p := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"}} {
-		p := p
-		img := testenv.BusyboxImage(t, testenv.ImageOptions{
-			Platform: &p, MediaType: mediaType, RandomLayers: []int64{256 << 10}, RandomSeed: uint64(i + 1),
-			Labels: map[string]string{"platform": testenv.PlatformString(p)},
-		})
-		imgs[p.Architecture] = img
-		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
-	}
-	return mutate.AppendManifests(idx, adds...), imgs
-}
 
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
@@ -105,7 +78,7 @@ func TestGetPlatformsSavesEveryPlatform(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
 	for _, mt := range []string{"docker", "oci"} {
 		t.Run(mt, func(t *testing.T) {
-			idx, imgs := twoPlatforms(t, mt)
+			idx, imgs := testenv.TwoPlatforms(t, mt)
 			digest := reg.PushIndex(t, "plat/app:"+mt, idx).String()
 			rawIndex, _ := idx.RawManifest()
 			dest := t.TempDir()
@@ -181,7 +154,7 @@ func TestGetPlatformsSavesEveryPlatform(t *testing.T) {
 
 func TestGetPlatformsSubset(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	idx, imgs := twoPlatforms(t, "oci")
+	idx, imgs := testenv.TwoPlatforms(t, "oci")
 	digest := reg.PushIndex(t, "plat/sub:1", idx).String()
 	dest := t.TempDir()
 	r := runIn(t, dest, map[string]any{
@@ -271,7 +244,7 @@ func TestGetPlatformsSingleImage(t *testing.T) {
 
 func TestGetPlatformsErrors(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	idx, _ := twoPlatforms(t, "docker")
+	idx, _ := testenv.TwoPlatforms(t, "docker")
 	digest := reg.PushIndex(t, "plat/err:1", idx).String()
 	ref := reg.Host + "/plat/err@" + digest
 	for name, c := range map[string]struct {
@@ -306,7 +279,7 @@ func TestGetPlatformsErrors(t *testing.T) {
 // other was saved: the half-written layout goes too.
 func TestGetPlatformsChildGone(t *testing.T) {
 	reg := testenv.StartRegistry(t, testenv.RegistryOptions{})
-	idx, imgs := twoPlatforms(t, "oci")
+	idx, imgs := testenv.TwoPlatforms(t, "oci")
 	digest := reg.PushIndex(t, "plat/gone:1", idx).String()
 	arm, _ := imgs["arm64"].Digest()
 	reg.Delete(t, "plat/gone@"+arm.String())
