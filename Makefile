@@ -74,11 +74,13 @@ BENCH_SCALE_ENV = BENCH_OUT=$(CURDIR)/docs/benchmarks.md BENCH_SCALE_SIZES='$(BE
                   BENCH_RUNS='$(BENCH_RUNS)' BENCH_SCALE_TEN_MIB='$(BENCH_SCALE_TEN_MIB)'
 # Runs on a journaled ext4 made for it (scripts/journaled-fs.sh says why;
 # BENCH_FS=root runs on the root filesystem). BENCH_SCALE_PARTS=image runs
-# only the image's part.
+# only the image's part; BENCH_SCALE_PARTS=stages only its multi-stage puts
+# (registry cache against inline cache, issue 16) on the first size.
 BENCH_SCALE_PARTS ?= host image
 bench-scale: deps
 	$(if $(filter host,$(BENCH_SCALE_PARTS)),$(BENCH_SCALE_ENV) scripts/journaled-fs.sh $(GO) test -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 90m -v ./test/bench/)
 	$(if $(filter image,$(BENCH_SCALE_PARTS)),$(BENCH_SCALE_ENV) scripts/journaled-fs.sh $(GO) test -run '^$$' -bench '^BenchmarkScaleImage$$' -benchtime 1x -timeout 90m -v ./test/image/)
+	$(if $(filter stages,$(BENCH_SCALE_PARTS)),$(BENCH_SCALE_ENV) BENCH_SCALE_STAGES_ONLY=1 scripts/journaled-fs.sh $(GO) test -run '^$$' -bench '^BenchmarkScaleImage$$' -benchtime 1x -timeout 90m -v ./test/image/)
 
 # The main job, narrated: a registry, a base fetched once, three builds on it.
 # The put's direct push against the Engine API push (prints a table).

@@ -2,6 +2,7 @@ package scalebench
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"slices"
@@ -46,13 +47,31 @@ type TenResult struct {
 // Publish prints the report and, with BENCH_OUT set, writes it into that
 // file as the section "bench-scale <target>", the rest of the file kept.
 func Publish(b *testing.B, r *Report) {
-	md := r.Markdown()
-	fmt.Print("\n" + md)
-	if out := os.Getenv("BENCH_OUT"); out != "" {
-		if err := testenv.WriteSection(out, "bench-scale "+r.Target, md); err != nil {
-			b.Fatal(err)
+	sections := map[string]string{}
+	if len(r.Sizes) > 0 {
+		sections["bench-scale "+r.Target] = r.Markdown()
+	}
+	if r.Stages != nil {
+		// A section of its own: BENCH_SCALE_PARTS=stages refreshes it
+		// alone.
+		sections["bench-scale "+r.Target+" stages"] = r.stagesMarkdown()
+	}
+	for _, name := range slices.Sorted(maps.Keys(sections)) {
+		fmt.Print("\n" + sections[name])
+		if out := os.Getenv("BENCH_OUT"); out != "" {
+			if err := testenv.WriteSection(out, name, sections[name]); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
+}
+
+// stagesMarkdown is the multi-stage puts' section.
+func (r *Report) stagesMarkdown() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("## Scale: %s, dockerd %s, a multi-stage put on a fresh worker (`make bench-scale`)\n\nMachine: %s, %s, %s memory, %s. Command: `%s`. %s Each time is the median of BENCH_RUNS=%d runs.\n",
+		r.Target, r.Dockerd, host, cores(), units.BytesSize(float64(MemTotal())), time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		r.Config.Command(), r.Describe, r.Config.Runs) + r.Stages.markdown()
 }
 
 // Markdown is the report's section: a heading, the machine and the
@@ -122,9 +141,6 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&t, "| load_base: one get + ten puts (base deleted from the registry) | %s + %s = **%s** |\n", dur(ten.Get), dur(lb), dur(ten.Get+lb))
 	fmt.Fprintf(&t, "| FROM pulled: ten puts | **%s** |\n", dur(from))
 	fmt.Fprintf(&t, "| load_base / FROM pulled | %s |\n", ratio(ten.Get+lb, from))
-	if r.Stages != nil {
-		t.WriteString(r.Stages.markdown())
-	}
 	return t.String()
 }
 

@@ -29,6 +29,9 @@ type Config struct {
 	Sizes  []int // base sizes, MiB uncompressed (BENCH_SCALE_SIZES, "100,400,1000")
 	Runs   int   // timed runs of each step, the median reported (BENCH_RUNS, 3)
 	TenMiB int   // the base of the ten puts, MiB (BENCH_SCALE_TEN_MIB, 1000)
+	// StagesOnly runs only the multi-stage puts (stages.go) on the first
+	// size (BENCH_SCALE_STAGES_ONLY=1; make bench-scale BENCH_SCALE_PARTS=stages).
+	StagesOnly bool
 }
 
 // ReadConfig reads BENCH_SCALE_SIZES, BENCH_RUNS and BENCH_SCALE_TEN_MIB;
@@ -49,6 +52,7 @@ func ReadConfig(t testing.TB) Config {
 	if v := os.Getenv("BENCH_SCALE_TEN_MIB"); v != "" {
 		c.TenMiB = positive(t, "BENCH_SCALE_TEN_MIB", v)
 	}
+	c.StagesOnly = os.Getenv("BENCH_SCALE_STAGES_ONLY") == "1"
 	return c
 }
 
@@ -72,7 +76,11 @@ func (c Config) Command() string {
 	if c.TenMiB != 1000 {
 		env = append(env, fmt.Sprintf("BENCH_SCALE_TEN_MIB=%d", c.TenMiB))
 	}
-	return strings.Join(append(env, "make bench-scale"), " ")
+	cmd := "make bench-scale"
+	if c.StagesOnly {
+		cmd += " BENCH_SCALE_PARTS=stages"
+	}
+	return strings.Join(append(env, cmd), " ")
 }
 
 func intList(ns []int) string {
@@ -85,6 +93,9 @@ func intList(ns []int) string {
 
 // allSizes are the bases to make: every size, the ten puts' one included.
 func (c Config) allSizes() []int {
+	if c.StagesOnly {
+		return c.Sizes[:1]
+	}
 	s := slices.Clone(c.Sizes)
 	if !slices.Contains(s, c.TenMiB) {
 		s = append(s, c.TenMiB)
@@ -131,10 +142,12 @@ func Run(b *testing.B, cfg Config, bases map[int]*Base, tg Target) *Report {
 	}
 	apps := appFiles(b)
 	rep := &Report{Config: cfg, Target: tg.Name(), Describe: tg.Describe(), Dockerd: tg.Dockerd()}
-	for _, m := range cfg.Sizes {
-		rep.Sizes = append(rep.Sizes, runSize(b, cfg, bases[m], tg, apps[0], logf))
+	if !cfg.StagesOnly {
+		for _, m := range cfg.Sizes {
+			rep.Sizes = append(rep.Sizes, runSize(b, cfg, bases[m], tg, apps[0], logf))
+		}
+		rep.Ten = runTen(b, bases[cfg.TenMiB], tg, apps, logf)
 	}
-	rep.Ten = runTen(b, bases[cfg.TenMiB], tg, apps, logf)
 	if ct, ok := tg.(CacheTarget); ok && ct.RegistryCache() {
 		rep.Stages = runStages(b, cfg, bases[cfg.Sizes[0]], tg, logf)
 	}
