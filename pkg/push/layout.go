@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/concourse-docker/docker-image-resource/pkg/baseimage"
 	"github.com/concourse-docker/docker-image-resource/pkg/logging"
 	"github.com/concourse-docker/docker-image-resource/pkg/registry"
 	"github.com/docker/go-units"
@@ -286,8 +287,34 @@ func baseBlobOwners(dirs []string, log *logrus.Entry) map[v1.Hash]*base {
 			add(l.digest, b)
 		}
 		add(b.id, b)
+		// A base of several platforms (a get with params.platforms):
+		// the other platforms' blobs are in its repository too.
+		for _, d := range otherPlatformBlobs(dir) {
+			add(d, b)
+		}
 	}
 	return owners
+}
+
+// otherPlatformBlobs are the layer and config digests of every platform
+// of a layout folder's index (none for anything else).
+func otherPlatformBlobs(dir string) []v1.Hash {
+	f, err := baseimage.Detect(dir, baseimage.HostPlatform())
+	if err != nil || f.Image == nil {
+		return nil
+	}
+	imgs, err := baseimage.LayoutImages(f.Path, f.Kind)
+	if err != nil {
+		return nil
+	}
+	var out []v1.Hash
+	for _, img := range imgs {
+		out = append(out, img.Manifest.Config.Digest)
+		for _, l := range img.Manifest.Layers {
+			out = append(out, l.Digest)
+		}
+	}
+	return out
 }
 
 // ociLayout is an OCI image layout folder, opened so that no path leaves it.

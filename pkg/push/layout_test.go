@@ -407,3 +407,50 @@ func TestCheckedReader(t *testing.T) {
 		t.Errorf("an empty blob: %v", err)
 	}
 }
+
+// TestPushLayoutMountsEveryPlatformsBase: a base folder of two platforms
+// (a get with params.platforms: an oci/ layout of the index) gives both
+// platforms' layers for mounting, not only the worker's.
+func TestPushLayoutMountsEveryPlatformsBase(t *testing.T) {
+	reg := testenv.StartRegistry(t, testenv.RegistryOptions{NoAuth: true})
+	base := twoPlatforms(t, types.OCIImageIndex)
+	bd := reg.PushIndex(t, "team/base:1", base)
+	dir := t.TempDir()
+	if _, err := layout.Write(filepath.Join(dir, "oci"), base); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]string{repositoryFile: reg.Host + "/team/base", tagFile: "1", digestFile: bd.String()} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	im, _ := base.IndexManifest()
+	var adds []mutate.IndexAddendum
+	var baseBytes int64
+	for _, d := range im.Manifests {
+		img, _ := base.Image(d.Digest)
+		ls, _ := img.Layers()
+		for _, l := range ls {
+			n, _ := l.Size()
+			baseBytes += n
+		}
+		l, err := random.Layer(2048, types.OCILayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		app, err := mutate.AppendLayers(img, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: app, Descriptor: v1.Descriptor{Platform: d.Platform}})
+	}
+	o := layoutOptions(t, writeLayout(t, mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)), reg.Host+"/team/app")
+	o.Bases = []string{dir}
+	res, err := PushLayout(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mounted != (BlobStats{6, baseBytes}) || res.Uploaded.Blobs != 4 {
+		t.Errorf("mounted %v, uploaded %v; want both platforms' 6 base layers (%d bytes) mounted, the 2 new layers and 2 configs uploaded", res.Mounted, res.Uploaded, baseBytes)
+	}
+}
