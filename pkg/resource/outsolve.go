@@ -116,7 +116,11 @@ func needsEmulator(s *session, plan *putPlan, missing []string) error {
 			continue
 		}
 		for _, st := range found {
-			steps = append(steps, fmt.Sprintf("%s: %s (line %d, %s)", m, st.Original, st.Line, st.Stage))
+			on := st.Platform // a stage's own --platform may name another
+			if on == "" {
+				on = m
+			}
+			steps = append(steps, fmt.Sprintf("%s: %s (line %d, %s)", on, st.Original, st.Line, st.Stage))
 		}
 	}
 	if len(steps) == 0 {
