@@ -172,24 +172,8 @@ type candidate struct {
 // OpenLayout reads a layout's index.json, picks the image for platform
 // (an index entry, or the only image), and reads its manifest and config.
 func OpenLayout(p string, kind Kind, platform v1.Platform) (*LayoutImage, error) {
-	b, err := openBlobs(p, kind)
+	b, cands, err := layoutCandidates(p, kind)
 	if err != nil {
-		return nil, err
-	}
-	ibl, err := b.file("index.json")
-	if err != nil {
-		return nil, err
-	}
-	raw, err := b.read(ibl, 16<<20)
-	if err != nil {
-		return nil, fmt.Errorf("index.json: %w", err)
-	}
-	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("parsing index.json: %w", err)
-	}
-	var cands []candidate
-	if err := collect(b, idx, 0, &cands); err != nil {
 		return nil, err
 	}
 	c, err := choose(cands, platform)
@@ -197,6 +181,32 @@ func OpenLayout(p string, kind Kind, platform v1.Platform) (*LayoutImage, error)
 		return nil, err
 	}
 	return readImage(b, c)
+}
+
+// layoutCandidates reads a layout's index.json down to its image
+// manifests.
+func layoutCandidates(p string, kind Kind) (*blobs, []candidate, error) {
+	b, err := openBlobs(p, kind)
+	if err != nil {
+		return nil, nil, err
+	}
+	ibl, err := b.file("index.json")
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, err := b.read(ibl, 16<<20)
+	if err != nil {
+		return nil, nil, fmt.Errorf("index.json: %w", err)
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing index.json: %w", err)
+	}
+	var cands []candidate
+	if err := collect(b, idx, 0, &cands); err != nil {
+		return nil, nil, err
+	}
+	return b, cands, nil
 }
 
 // collect walks indexes (a layout may point at a multi-platform index)
@@ -299,24 +309,8 @@ func readImage(b *blobs, c candidate) (*LayoutImage, error) {
 // (each platform of a multi-platform index), with its manifest and config:
 // what a daemon on the containerd image store loads as one index.
 func LayoutImages(p string, kind Kind) ([]*LayoutImage, error) {
-	b, err := openBlobs(p, kind)
+	b, cands, err := layoutCandidates(p, kind)
 	if err != nil {
-		return nil, err
-	}
-	ibl, err := b.file("index.json")
-	if err != nil {
-		return nil, err
-	}
-	raw, err := b.read(ibl, 16<<20)
-	if err != nil {
-		return nil, fmt.Errorf("index.json: %w", err)
-	}
-	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("parsing index.json: %w", err)
-	}
-	var cands []candidate
-	if err := collect(b, idx, 0, &cands); err != nil {
 		return nil, err
 	}
 	var out []*LayoutImage

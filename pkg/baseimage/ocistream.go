@@ -7,10 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 
-	"github.com/concourse-docker/docker-image-resource/pkg/ctxio"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -77,18 +75,7 @@ func (x *OCIIndex) Write(ctx context.Context, w io.Writer) error {
 			return nil // a layer two platforms share
 		}
 		written[d] = true
-		return writeEntry(tw, "blobs/"+d.Algorithm+"/"+d.Hex, size, func(w io.Writer) error {
-			rc, err := open()
-			if err != nil {
-				return err
-			}
-			defer rc.Close()
-			n, err := io.Copy(w, ctxio.Reader(ctx, rc))
-			if err == nil && n != size {
-				err = fmt.Errorf("blob %s: read %d bytes, expected %d", d, n, size)
-			}
-			return err
-		})
+		return writeEntry(tw, "blobs/"+d.Algorithm+"/"+d.Hex, size, copyFrom(ctx, open, size, "blob "+d.String()))
 	}
 	inMemory := func(b []byte) func() (io.ReadCloser, error) {
 		return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }

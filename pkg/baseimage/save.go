@@ -150,18 +150,7 @@ func WriteDockerSave(ctx context.Context, w io.Writer, img Image, decompressZstd
 			}
 		}
 		names = append(names, name)
-		if err := writeEntry(tw, name, size, func(w io.Writer) error {
-			rc, err := open()
-			if err != nil {
-				return err
-			}
-			defer rc.Close()
-			n, err := io.Copy(w, ctxio.Reader(ctx, rc))
-			if err == nil && n != size {
-				err = fmt.Errorf("layer %d: read %d bytes, expected %d", i, n, size)
-			}
-			return err
-		}); err != nil {
+		if err := writeEntry(tw, name, size, copyFrom(ctx, open, size, fmt.Sprintf("layer %d", i))); err != nil {
 			return err
 		}
 	}
@@ -281,6 +270,23 @@ func untagManifest(r io.Reader) ([]byte, error) {
 // maxManifest caps a docker-save manifest.json, which lists a few names per
 // image.
 const maxManifest = 1 << 20
+
+// copyFrom is a writeEntry body: what open reads, which must be size
+// bytes, stopping when ctx ends.
+func copyFrom(ctx context.Context, open func() (io.ReadCloser, error), size int64, what string) func(io.Writer) error {
+	return func(w io.Writer) error {
+		rc, err := open()
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		n, err := io.Copy(w, ctxio.Reader(ctx, rc))
+		if err == nil && n != size {
+			err = fmt.Errorf("%s: read %d bytes, expected %d", what, n, size)
+		}
+		return err
+	}
+}
 
 func writeEntry(tw *tar.Writer, name string, size int64, body func(io.Writer) error) error {
 	if err := tw.WriteHeader(&tar.Header{Name: path.Clean(name), Typeflag: tar.TypeReg, Mode: 0o644, Size: size}); err != nil {

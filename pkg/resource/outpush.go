@@ -39,10 +39,7 @@ func pushImage(ctx context.Context, env Env, s *session, src *protocol.Source, d
 			return "", nil, err
 		}
 		// pkg/push reuses the blobs of every folder the daemon loaded.
-		var bases []string
-		for _, f := range slices.Concat(plan.baseFolders, plan.cacheFolders) {
-			bases = append(bases, f.Dir)
-		}
+		bases := plan.baseDirs()
 		if plan.source == sourceLoad {
 			bases = append(bases, plan.path)
 		}
@@ -114,18 +111,24 @@ func pushLayout(ctx context.Context, env Env, s *session, src *protocol.Source, 
 	if err != nil {
 		return "", nil, err
 	}
-	var bases []string
-	for _, f := range slices.Concat(plan.baseFolders, plan.cacheFolders) {
-		bases = append(bases, f.Dir)
-	}
 	res, err := push.PushLayout(ctx, push.LayoutOptions{
 		Registry: reg, Dir: dir, Repository: plan.repository, Additional: plan.additional, Tags: plan.tags,
-		Bases: bases, Jobs: src.Uploads(), Log: s.log,
+		Bases: plan.baseDirs(), Jobs: src.Uploads(), Log: s.log,
 	})
 	if err != nil {
 		return "", nil, err
 	}
 	return res.Digest.String(), straightPushed(s, plan, res), nil
+}
+
+// baseDirs are the folders of every base the daemon loaded, whose blobs
+// pkg/push reuses.
+func (p *putPlan) baseDirs() []string {
+	var dirs []string
+	for _, f := range slices.Concat(p.baseFolders, p.cacheFolders) {
+		dirs = append(dirs, f.Dir)
+	}
+	return dirs
 }
 
 // copyOn sends what the daemon pushed to the source's repository on to the
