@@ -108,32 +108,15 @@ var ErrBuildKitStore = errors.New("dockerd's BuildKit does not run on the contai
 // writes the image into o.OutputDir.
 func Solve(ctx context.Context, cli Client, o SolveOptions, log *logrus.Entry) (SolveResult, error) {
 	log = logging.OrDiscard(log)
-	b := o.Build
-	ctxDir, err := contextDir(b.ContextDir)
+	dfName, mounts, err := solveInputs(o.Build)
 	if err != nil {
 		return SolveResult{}, fmt.Errorf("build: %w", err)
-	}
-	df := b.Dockerfile
-	if df == "" {
-		df = filepath.Join(b.ContextDir, "Dockerfile")
-	}
-	dfPath, _, err := dockerfileOf(df)
-	if err != nil {
-		return SolveResult{}, fmt.Errorf("build: %w", err)
-	}
-	ctxFS, err := fsutil.NewFS(ctxDir)
-	if err != nil {
-		return SolveResult{}, fmt.Errorf("build: context %s: %w", b.ContextDir, err)
-	}
-	dfFS, err := fsutil.NewFS(filepath.Dir(dfPath))
-	if err != nil {
-		return SolveResult{}, fmt.Errorf("build: Dockerfile folder of %s: %w", df, err)
 	}
 	// Inline cache is a cache export here, not /build's build arg.
-	shown := b
+	shown := o.Build
 	shown.InlineCache = false
 	opts, _ := imageBuildOptions(shown, "")
-	logBuild(log, b, opts)
+	logBuild(log, o.Build, opts)
 
 	bk, err := buildKitClient(ctx, cli)
 	if err != nil {
@@ -150,90 +133,13 @@ func Solve(ctx context.Context, cli Client, o SolveOptions, log *logrus.Entry) (
 		}
 	}
 
-	attachables := []session.Attachable{newSessionAuth(b.Auth, sessionTLS(b.CertsDir))}
-	if len(b.Secrets) > 0 {
-		m := make(map[string][]byte, len(b.Secrets))
-		for _, sec := range b.Secrets {
-			m[sec.ID] = sec.Value
-		}
-		attachables = append(attachables, secretsprovider.FromMap(m))
-	}
-	so := bkclient.SolveOpt{
-		Frontend:      "dockerfile.v0",
-		FrontendAttrs: frontendAttrs(b, filepath.Base(dfPath), o.Platforms),
-		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
-		Session:       attachables,
-		Exports: []bkclient.ExportEntry{{
-			Type: bkclient.ExporterOCI, OutputDir: o.OutputDir,
-			// tar=false: blobs go into OutputDir's content store, not a tarball.
-			Attrs: map[string]string{"tar": "false", "oci-mediatypes": "true"},
-		}},
-	}
-	if b.NetworkMode == "host" {
-		// BuildKit refuses RUN --network=host (and a forced host
-		// network) without this entitlement; dockerd grants it.
-		so.AllowedEntitlements = []string{"network.host"}
-	}
-	for _, ref := range o.CacheImports {
-		so.CacheImports = append(so.CacheImports, bkclient.CacheOptionsEntry{Type: "registry", Attrs: map[string]string{"ref": ref}})
-	}
-	if e := o.CacheExport; e != nil {
-		so.CacheExports = []bkclient.CacheOptionsEntry{{Type: "registry", Attrs: map[string]string{
-			"ref": e.Ref, "mode": e.Mode,
-			// The OCI image-manifest form: registries that refuse an
-			// index with a non-image config (ECR, Quay, GCR before 2023)
-			// take it, and so does distribution.
-			"image-manifest": "true", "oci-mediatypes": "true",
-			"ignore-error": strconv.FormatBool(!e.Required),
-		}}}
-		log.Infof("cache: BuildKit exports the build cache (mode=%s) to %s after the build", e.Mode, e.Ref)
-	}
-	if b.InlineCache {
-		// As BUILDKIT_INLINE_CACHE does on /build: the image's config
-		// carries its cache, for a later cache: true or cache_from.
-		so.CacheExports = append(so.CacheExports, bkclient.CacheOptionsEntry{Type: "inline"})
-	}
-	for _, ref := range o.CacheImports {
-		log.Infof("cache: BuildKit reads build cache from %s", ref)
-	}
-
+	so := solveOpt(o, dfName, mounts, log)
 	progress := newBKProgress(log)
 	var res SolveResult
 	var exportErr *CacheExportError
-	progress.soft = func(name, why string) bool {
-		switch {
-		case strings.HasPrefix(name, importCachePrefix):
-			// A miss shows as a warning and, on some versions, as the
-			// step's error too: said once.
-			if e := fmt.Sprintf("%s (%s)", strings.TrimPrefix(name, importCachePrefix), why); !slices.Contains(res.CacheImportErrors, e) {
-				res.CacheImportErrors = append(res.CacheImportErrors, e)
-			}
-			return true
-		case strings.HasPrefix(name, exportCachePrefix) && o.CacheExport != nil:
-			if o.CacheExport.Required {
-				exportErr = &CacheExportError{Ref: o.CacheExport.Ref, Reason: why}
-				return false
-			}
-			res.CacheExportError = why
-			return true
-		}
-		return false
-	}
-	ch := make(chan *bkclient.SolveStatus)
-	g, gctx := errgroup.WithContext(ctx)
-	var resp *bkclient.SolveResponse
-	g.Go(func() error {
-		var err error
-		resp, err = bk.Solve(gctx, nil, so, ch)
-		return err
-	})
-	g.Go(func() error {
-		for st := range ch {
-			progress.solveStatus(st)
-		}
-		return nil
-	})
-	if err := g.Wait(); err != nil {
+	progress.soft = cacheSteps(o.CacheExport, &res, &exportErr)
+	resp, err := runSolve(ctx, bk, so, progress)
+	if err != nil {
 		if ctx.Err() != nil {
 			return SolveResult{}, fmt.Errorf("build: %w", ctx.Err())
 		}
@@ -252,6 +158,128 @@ func Solve(ctx context.Context, cli Client, o SolveOptions, log *logrus.Entry) (
 	}
 	log.Infof("built image %s", logging.ShortID(res.Digest))
 	return res, nil
+}
+
+// solveInputs are the build context and the Dockerfile's folder as the
+// frontend reads them (it applies .dockerignore itself), and the
+// Dockerfile's name in its folder.
+func solveInputs(b BuildOptions) (string, map[string]fsutil.FS, error) {
+	ctxDir, err := contextDir(b.ContextDir)
+	if err != nil {
+		return "", nil, err
+	}
+	df := b.Dockerfile
+	if df == "" {
+		df = filepath.Join(b.ContextDir, "Dockerfile")
+	}
+	dfPath, _, err := dockerfileOf(df)
+	if err != nil {
+		return "", nil, err
+	}
+	ctxFS, err := fsutil.NewFS(ctxDir)
+	if err != nil {
+		return "", nil, fmt.Errorf("context %s: %w", b.ContextDir, err)
+	}
+	dfFS, err := fsutil.NewFS(filepath.Dir(dfPath))
+	if err != nil {
+		return "", nil, fmt.Errorf("Dockerfile folder of %s: %w", df, err)
+	}
+	return filepath.Base(dfPath), map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS}, nil
+}
+
+// solveOpt is the solve's request: the frontend and its inputs, the
+// session's credentials and secrets, the OCI layout export, the caches.
+func solveOpt(o SolveOptions, dfName string, mounts map[string]fsutil.FS, log *logrus.Entry) bkclient.SolveOpt {
+	b := o.Build
+	attachables := []session.Attachable{newSessionAuth(b.Auth, sessionTLS(b.CertsDir))}
+	if len(b.Secrets) > 0 {
+		m := make(map[string][]byte, len(b.Secrets))
+		for _, sec := range b.Secrets {
+			m[sec.ID] = sec.Value
+		}
+		attachables = append(attachables, secretsprovider.FromMap(m))
+	}
+	so := bkclient.SolveOpt{
+		Frontend:      "dockerfile.v0",
+		FrontendAttrs: frontendAttrs(b, dfName, o.Platforms),
+		LocalMounts:   mounts,
+		Session:       attachables,
+		Exports: []bkclient.ExportEntry{{
+			Type: bkclient.ExporterOCI, OutputDir: o.OutputDir,
+			// tar=false: blobs go into OutputDir's content store, not a tarball.
+			Attrs: map[string]string{"tar": "false", "oci-mediatypes": "true"},
+		}},
+	}
+	if b.NetworkMode == "host" {
+		// BuildKit refuses RUN --network=host (and a forced host
+		// network) without this entitlement; dockerd grants it.
+		so.AllowedEntitlements = []string{"network.host"}
+	}
+	for _, ref := range o.CacheImports {
+		so.CacheImports = append(so.CacheImports, bkclient.CacheOptionsEntry{Type: "registry", Attrs: map[string]string{"ref": ref}})
+		log.Infof("cache: BuildKit reads build cache from %s", ref)
+	}
+	if e := o.CacheExport; e != nil {
+		so.CacheExports = []bkclient.CacheOptionsEntry{{Type: "registry", Attrs: map[string]string{
+			"ref": e.Ref, "mode": e.Mode,
+			// The OCI image-manifest form: registries that refuse the
+			// default (an index whose config is no image config; ECR,
+			// moby/buildkit#1143) take it, and so does distribution.
+			"image-manifest": "true", "oci-mediatypes": "true",
+			"ignore-error": strconv.FormatBool(!e.Required),
+		}}}
+		log.Infof("cache: BuildKit exports the build cache (mode=%s) to %s after the build", e.Mode, e.Ref)
+	}
+	if b.InlineCache {
+		// As BUILDKIT_INLINE_CACHE does on /build: the image's config
+		// carries its cache, for a later cache: true or cache_from.
+		so.CacheExports = append(so.CacheExports, bkclient.CacheOptionsEntry{Type: "inline"})
+	}
+	return so
+}
+
+// cacheSteps is the progress printer's soft hook: a cache import that
+// found nothing goes into res, so does a failed export that may fail; a
+// required export's failure goes into *exportErr and fails the build.
+func cacheSteps(export *CacheExport, res *SolveResult, exportErr **CacheExportError) func(name, why string) bool {
+	return func(name, why string) bool {
+		switch {
+		case strings.HasPrefix(name, importCachePrefix):
+			// A miss shows as a warning and, on some versions, as the
+			// step's error too: said once.
+			if e := fmt.Sprintf("%s (%s)", strings.TrimPrefix(name, importCachePrefix), why); !slices.Contains(res.CacheImportErrors, e) {
+				res.CacheImportErrors = append(res.CacheImportErrors, e)
+			}
+			return true
+		case strings.HasPrefix(name, exportCachePrefix) && export != nil:
+			if export.Required {
+				*exportErr = &CacheExportError{Ref: export.Ref, Reason: why}
+				return false
+			}
+			res.CacheExportError = why
+			return true
+		}
+		return false
+	}
+}
+
+// runSolve runs the solve, its progress printed as it comes.
+func runSolve(ctx context.Context, bk *bkclient.Client, so bkclient.SolveOpt, progress *bkProgress) (*bkclient.SolveResponse, error) {
+	ch := make(chan *bkclient.SolveStatus)
+	g, gctx := errgroup.WithContext(ctx)
+	var resp *bkclient.SolveResponse
+	g.Go(func() error {
+		var err error
+		resp, err = bk.Solve(gctx, nil, so, ch)
+		return err
+	})
+	g.Go(func() error {
+		for st := range ch {
+			progress.solveStatus(st)
+		}
+		return nil
+	})
+	return resp, g.Wait()
 }
 
 // frontendAttrs are the Dockerfile frontend's options for b.
