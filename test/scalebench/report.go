@@ -69,8 +69,8 @@ func Publish(b *testing.B, r *Report) {
 // stagesMarkdown is the multi-stage puts' section.
 func (r *Report) stagesMarkdown() string {
 	host, _ := os.Hostname()
-	return fmt.Sprintf("## Scale: %s, dockerd %s, a multi-stage put on a fresh worker (`make bench-scale`)\n\nMachine: %s, %s, %s memory, %s. Command: `%s`. %s Each time is the median of BENCH_RUNS=%d runs.\n",
-		r.Target, r.Dockerd, host, cores(), units.BytesSize(float64(MemTotal())), time.Now().UTC().Format("2006-01-02 15:04 MST"),
+	return fmt.Sprintf("## Scale: %s, dockerd %s, a multi-stage put on a fresh worker (`make bench-scale`)\n\nMachine: %s, %s, %s memory, %s; %s. Command: `%s`. %s Each time is the median of BENCH_RUNS=%d runs.\n",
+		r.Target, r.Dockerd, host, cores(), units.BytesSize(float64(MemTotal())), time.Now().UTC().Format("2006-01-02 15:04 MST"), workFS(),
 		r.Config.Command(), r.Describe, r.Config.Runs) + r.Stages.markdown()
 }
 
@@ -80,10 +80,7 @@ func (r *Report) Markdown() string {
 	var t strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&t, "## Scale: %s, dockerd %s (`make bench-scale`)\n\n", r.Target, r.Dockerd)
-	fs := "work folders on the root filesystem"
-	if n := os.Getenv("BENCH_FS_NOTE"); n != "" {
-		fs = n
-	}
+	fs := workFS()
 	fmt.Fprintf(&t, "Machine: %s, %s, %s memory, %s; %s. Command: `%s`; this part took %s. %s "+
 		"Each time is the median of BENCH_RUNS=%d runs, `sync` before each; every put starts its own dockerd, as always, and builds with BuildKit; "+
 		"the registry is unthrottled. Phases are the put's own metadata (`time daemon start`, `time load`, `time build`, `time push`, `time total`). "+
@@ -142,6 +139,15 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&t, "| FROM pulled: ten puts | **%s** |\n", dur(from))
 	fmt.Fprintf(&t, "| load_base / FROM pulled | %s |\n", ratio(ten.Get+lb, from))
 	return t.String()
+}
+
+// workFS says where the work folders were (scripts/journaled-fs.sh sets
+// BENCH_FS_NOTE).
+func workFS() string {
+	if n := os.Getenv("BENCH_FS_NOTE"); n != "" {
+		return n
+	}
+	return "work folders on the root filesystem"
 }
 
 // Median is the middle of ds (0 for none); the benchmarks report medians.
