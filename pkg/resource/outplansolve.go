@@ -23,8 +23,6 @@ type solvePlan struct {
 // solves is whether the put builds through the control API.
 func (p solvePlan) solves() bool { return p.cacheRef != "" || len(p.platforms) > 0 }
 
-// multiPlatform is whether the put builds an index of several platforms.
-func (p solvePlan) multiPlatform() bool { return len(p.platforms) > 1 }
 
 // planSolve checks the registry cache and platforms against the rest of
 // the request: they need a Dockerfile build with BuildKit.
