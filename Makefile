@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/concourse-docker/docker-image-resource/pkg/resource.Version=$(VERSION)
 
 .PHONY: all build deps test unit e2e demo bench-get bench-push bench-builders clean
-.PHONY: bench bench-scale
+.PHONY: bench bench-scale bench-platforms
 
 all: build
 
@@ -91,6 +91,12 @@ bench-push: deps
 # cache hit (issue 7's evidence for the default builder).
 bench-builders: deps
 	BENCH_OUT=$(CURDIR)/docs/benchmark-builders.md $(GO) test -run '^$$' -bench BenchmarkBuilders -benchtime 1x -timeout 30m ./test/bench/
+
+# Two platforms in one put (one BuildKit solve) against one put per platform,
+# on the image's dockerd 26.1 (issue 16); writes its section of
+# docs/benchmarks.md.
+bench-platforms: deps
+	BENCH_OUT=$(CURDIR)/docs/benchmarks.md $(GO) test -run '^$$' -bench '^BenchmarkImagePlatforms$$' -benchtime 1x -timeout 30m -v ./test/image/
 
 demo: deps
 	@DEMO=1 $(GO) test -count=1 -v -run '^TestDemo$$' ./test/demo/

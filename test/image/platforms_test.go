@@ -20,36 +20,7 @@ import (
 // change the host), so a RUN step in an arm64 stage fails before the build,
 // saying what works without one.
 func TestImagePlatforms(t *testing.T) {
-	imageTar := imageForTest(t)
-	seed := testenv.StartRegistry(t, testenv.RegistryOptions{NoAuth: true})
-	idx, _ := testenv.TwoPlatforms(t, "oci")
-	baseDigest := seed.PushIndex(t, "multi/base:1", idx).String()
-	seed.Stop()
-
-	testenv.LockDockerd(t)
-	e := startEnv(t, t.Context(), imageTar)
-	const user, pass = "concourse", "e2e-secret-77a1"
-	reg := e.startRegistry(registryOpts{Alias: "registry", Storage: filepath.Join(seed.Dir, "data"), Username: user, Password: pass})
-	source := registrySource(user, pass)
-
-	srcDir := t.TempDir()
-	baseDir := filepath.Join(srcDir, "base")
-	if err := os.Mkdir(baseDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r := e.run(step{
-		Cmd: []string{"/opt/resource/in", "/tmp/build/get"},
-		Req: map[string]any{"source": source("multi/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": baseDigest},
-			"params": map[string]any{"save": true, "platforms": []string{"linux/amd64", "linux/arm64"}}},
-		Binds: []mount.Mount{{Type: mount.TypeBind, Source: baseDir, Target: "/tmp/build/get"}},
-	})
-	requireOK(t, "in with platforms", r)
-	reg.stop()
-	if err := os.RemoveAll(filepath.Join(seed.Dir, "data/docker/registry/v2/repositories/multi/base")); err != nil {
-		t.Fatal(err)
-	}
-	reg.start()
-
+	e, source, srcDir := startPlatformsEnv(t)
 	writeTestFile(t, filepath.Join(srcDir, "cross/Dockerfile"), []byte(`FROM --platform=$BUILDPLATFORM registry:5000/multi/base:1 AS build
 ARG BUILDPLATFORM
 ARG TARGETPLATFORM
@@ -125,4 +96,42 @@ COPY --from=build /target /target
 			t.Errorf("multi/native was pushed: %v", vs)
 		}
 	})
+}
+
+// startPlatformsEnv starts the image's environment with a registry whose
+// only image, a two-platform base, a get saved into <srcDir>/base with
+// params.platforms before it was deleted from the registry.
+func startPlatformsEnv(t testing.TB) (*env, func(repo string, extra map[string]any) map[string]any, string) {
+	imageTar := imageForTest(t)
+	seed := testenv.StartRegistry(t, testenv.RegistryOptions{NoAuth: true})
+	idx, _ := testenv.TwoPlatforms(t, "oci")
+	baseDigest := seed.PushIndex(t, "multi/base:1", idx).String()
+	seed.Stop()
+
+	testenv.LockDockerd(t)
+	e := startEnv(t, t.Context(), imageTar)
+	const user, pass = "concourse", "e2e-secret-77a1"
+	reg := e.startRegistry(registryOpts{Alias: "registry", Storage: filepath.Join(seed.Dir, "data"), Username: user, Password: pass})
+	source := registrySource(user, pass)
+
+	srcDir := t.TempDir()
+	baseDir := filepath.Join(srcDir, "base")
+	if err := os.Mkdir(baseDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run(step{
+		Cmd: []string{"/opt/resource/in", "/tmp/build/get"},
+		Req: map[string]any{"source": source("multi/base", map[string]any{"tag": "1"}), "version": map[string]any{"digest": baseDigest},
+			"params": map[string]any{"save": true, "platforms": []string{"linux/amd64", "linux/arm64"}}},
+		Binds: []mount.Mount{{Type: mount.TypeBind, Source: baseDir, Target: "/tmp/build/get"}},
+	})
+	if r.Code != 0 {
+		t.Fatalf("in with platforms exited %d:\n%s", r.Code, r.Stderr)
+	}
+	reg.stop()
+	if err := os.RemoveAll(filepath.Join(seed.Dir, "data/docker/registry/v2/repositories/multi/base")); err != nil {
+		t.Fatal(err)
+	}
+	reg.start()
+	return e, source, srcDir
 }
