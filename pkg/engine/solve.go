@@ -182,7 +182,7 @@ func solveInputs(b BuildOptions) (string, map[string]fsutil.FS, error) {
 	}
 	dfFS, err := fsutil.NewFS(filepath.Dir(dfPath))
 	if err != nil {
-		return "", nil, fmt.Errorf("Dockerfile folder of %s: %w", df, err)
+		return "", nil, fmt.Errorf("the folder of the Dockerfile %s: %w", df, err)
 	}
 	return filepath.Base(dfPath), map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS}, nil
 }
