@@ -1,6 +1,7 @@
 package image
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -131,6 +132,57 @@ RUN echo final > /final
 			}
 		})
 	}
+
+	// The put's build options on this path: a Dockerfile outside the
+	// context, a target stage, build args, labels, a secret (masked in
+	// the log), .dockerignore.
+	t.Run("build options", func(t *testing.T) {
+		const secret = "tok-9f3e1c77d2"
+		writeTestFile(t, filepath.Join(srcDir, "ci/Dockerfile.opts"), []byte(`FROM registry:5000/cache/base:1 AS final
+ARG GREETING
+COPY . /ctx/
+RUN --mount=type=secret,id=token test "$(cat /run/secrets/token)" = `+secret+` && echo "$GREETING" > /greeting && echo secret-ok > /secret
+FROM final AS unused
+RUN exit 1
+`))
+		writeTestFile(t, filepath.Join(srcDir, "opts/kept"), []byte("kept\n"))
+		writeTestFile(t, filepath.Join(srcDir, "opts/skipped"), []byte("skipped\n"))
+		writeTestFile(t, filepath.Join(srcDir, "opts/.dockerignore"), []byte("skipped\n"))
+		r := e.run(step{
+			Cmd: []string{"/opt/resource/out", "/tmp/build/put"},
+			Req: map[string]any{"source": source("cache/opts"), "params": map[string]any{
+				"build": "opts", "dockerfile": "ci/Dockerfile.opts", "target_name": "final", "load_base": "base",
+				"build_args": map[string]any{"GREETING": "hello $BUILD_ID"}, "labels": map[string]any{"team": "cache"},
+				"secrets":          map[string]any{"token": map[string]any{"value": secret}},
+				"cache_repository": "registry:5000/cache/opts-cache"}},
+			Env:   []string{"BUILD_ID=42"},
+			Binds: []mount.Mount{{Type: mount.TypeBind, Source: srcDir, Target: "/tmp/build/put"}},
+		})
+		requireOK(t, "put with build options", r)
+		if strings.Contains(r.Stderr, secret) {
+			t.Errorf("the secret is in the put's log")
+		}
+		dir := t.TempDir()
+		g := e.run(step{
+			Cmd:   []string{"/opt/resource/in", "/tmp/build/get"},
+			Req:   map[string]any{"source": source("cache/opts"), "version": map[string]any{"digest": response(t, r).Version.Digest}},
+			Binds: []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/tmp/build/get"}},
+		})
+		requireOK(t, "in", g)
+		for file, want := range map[string]string{"greeting": "hello 42", "secret": "secret-ok", "ctx/kept": "kept"} {
+			if b, err := os.ReadFile(filepath.Join(dir, "rootfs", file)); err != nil || strings.TrimSpace(string(b)) != want {
+				t.Errorf("/%s: %q, %v; want %q", file, b, err, want)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "rootfs/ctx/skipped")); err == nil {
+			t.Errorf(".dockerignore was not applied: /ctx/skipped is in the image")
+		}
+		var inspect []struct{ Config struct{ Labels map[string]string } }
+		raw, _ := os.ReadFile(filepath.Join(dir, "docker_inspect.json"))
+		if err := json.Unmarshal(raw, &inspect); err != nil || len(inspect) != 1 || inspect[0].Config.Labels["team"] != "cache" {
+			t.Errorf("label team=cache missing from docker_inspect.json (%v): %s", err, raw)
+		}
+	})
 
 	t.Run("export refused", func(t *testing.T) {
 		cache := "roregistry:5000/cache/app-cache"
