@@ -23,7 +23,6 @@ type solvePlan struct {
 // solves is whether the put builds through the control API.
 func (p solvePlan) solves() bool { return p.cacheRef != "" || len(p.platforms) > 0 }
 
-
 // planSolve checks the registry cache and platforms against the rest of
 // the request: they need a Dockerfile build with BuildKit.
 func planSolve(params *protocol.OutParams, img imagePlan, bld builder) (solvePlan, error) {

@@ -177,10 +177,8 @@ RUN exit 1
 		if _, err := os.Stat(filepath.Join(dir, "rootfs/ctx/skipped")); err == nil {
 			t.Errorf(".dockerignore was not applied: /ctx/skipped is in the image")
 		}
-		var inspect []struct{ Config struct{ Labels map[string]string } }
-		raw, _ := os.ReadFile(filepath.Join(dir, "docker_inspect.json"))
-		if err := json.Unmarshal(raw, &inspect); err != nil || len(inspect) != 1 || inspect[0].Config.Labels["team"] != "cache" {
-			t.Errorf("label team=cache missing from docker_inspect.json (%v): %s", err, raw)
+		if l := inspectLabels(t, dir); l["team"] != "cache" {
+			t.Errorf("labels %v in docker_inspect.json, want team=cache", l)
 		}
 	})
 
@@ -248,4 +246,21 @@ func metaValue(t *testing.T, r stepResult, name string) string {
 		}
 	}
 	return fmt.Sprintf("(no %q in the metadata)", name)
+}
+
+// inspectLabels are the labels of the image a get wrote into dir, from its
+// docker_inspect.json.
+func inspectLabels(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	var inspect []struct {
+		Config struct{ Labels map[string]string }
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "docker_inspect.json"))
+	if err == nil {
+		err = json.Unmarshal(raw, &inspect)
+	}
+	if err != nil || len(inspect) != 1 {
+		t.Fatalf("docker_inspect.json %s: %v", raw, err)
+	}
+	return inspect[0].Config.Labels
 }
