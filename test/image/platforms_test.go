@@ -1,7 +1,6 @@
 package image
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,12 +63,8 @@ COPY --from=build /target /target
 			}
 			// The label comes from that platform's base: the loaded index
 			// gave each platform its own image.
-			var inspect []struct {
-				Config struct{ Labels map[string]string }
-			}
-			raw, _ := os.ReadFile(filepath.Join(dir, "docker_inspect.json"))
-			if err := json.Unmarshal(raw, &inspect); err != nil || len(inspect) != 1 || inspect[0].Config.Labels["platform"] != p.label {
-				t.Errorf("%s: docker_inspect.json %s (%v): want the label platform=%s of that platform's base", p.arch, raw, err, p.label)
+			if l := inspectLabels(t, dir); l["platform"] != p.label {
+				t.Errorf("%s: labels %v: want platform=%s, of that platform's base", p.arch, l, p.label)
 			}
 		}
 	})
