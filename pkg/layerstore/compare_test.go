@@ -222,6 +222,10 @@ func modeOf(t *testing.T, p string) string {
 	return fmt.Sprintf("%o %d:%d", st.Mode, st.Uid, st.Gid)
 }
 
+// implicitDirs are the folders of rich's layers that no tar entry names
+// (parents of implicit/parent/file).
+var implicitDirs = map[string]bool{"implicit": true, "implicit/parent": true}
+
 // walkDiff describes every entry of a diff folder, sorted by path.
 func walkDiff(t *testing.T, dir string) []string {
 	t.Helper()
@@ -248,7 +252,10 @@ func walkDiff(t *testing.T, dir string) []string {
 			target, _ := os.Readlink(p)
 			line += fmt.Sprintf(" -> %s mtime=%d.%09d", target, st.Mtim.Sec, st.Mtim.Nsec)
 		case unix.S_IFDIR:
-			if rel != "." {
+			// A parent the tar does not name is made when it is
+			// written: its mtime is the clock's, which differs between
+			// docker load and Write once a second passes between them.
+			if rel != "." && !implicitDirs[rel] {
 				line += fmt.Sprintf(" mtime=%d", st.Mtim.Sec)
 			}
 		}
