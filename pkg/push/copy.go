@@ -38,14 +38,11 @@ type CopyOptions struct {
 func Copy(ctx context.Context, o CopyOptions) (*Result, error) {
 	log := logging.OrDiscard(o.Log)
 	start := time.Now()
-	primary, err := o.Registry.Repository(o.Repository)
+	dests, err := newDestinations(o.Registry, o.Repository, o.Additional)
 	if err != nil {
 		return nil, err
 	}
-	dests, err := newDestinations(o.Registry, primary, o.Repository, o.Additional)
-	if err != nil {
-		return nil, err
-	}
+	primary := dests.all[0]
 	dests.primaryDone = true
 	h, err := v1.NewHash(o.Digest)
 	if err != nil {

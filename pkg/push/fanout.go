@@ -35,7 +35,11 @@ type destinations struct {
 	primaryDone bool
 }
 
-func newDestinations(reg *registry.Client, primary name.Repository, given string, additional []string) (*destinations, error) {
+func newDestinations(reg *registry.Client, given string, additional []string) (*destinations, error) {
+	primary, err := reg.Repository(given)
+	if err != nil {
+		return nil, err
+	}
 	d := &destinations{all: []name.Repository{primary}, given: []string{given}}
 	for _, a := range additional {
 		r, err := reg.Repository(a)

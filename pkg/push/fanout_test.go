@@ -308,8 +308,7 @@ func TestCopyAfterTheDaemon(t *testing.T) {
 
 func TestDestinationsGroupByRegistry(t *testing.T) {
 	rc, _ := registry.New(registry.Options{})
-	primary, _ := name.NewRepository("r1.example/a")
-	d, err := newDestinations(rc, primary, "r1.example/a", []string{"r2.example/b", "r1.example/c", "alpine", "r2.example/d"})
+	d, err := newDestinations(rc, "r1.example/a", []string{"r2.example/b", "r1.example/c", "alpine", "r2.example/d"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,14 +75,11 @@ func PushLayout(ctx context.Context, o LayoutOptions) (*Result, error) {
 		return nil, errors.New("push: no tags given")
 	}
 	start := time.Now()
-	target, err := o.Registry.Repository(o.Repository)
+	dests, err := newDestinations(o.Registry, o.Repository, o.Additional)
 	if err != nil {
 		return nil, err
 	}
-	dests, err := newDestinations(o.Registry, target, o.Repository, o.Additional)
-	if err != nil {
-		return nil, err
-	}
+	target := dests.all[0]
 	lay, err := openLayout(o.Dir)
 	if err != nil {
 		return nil, err

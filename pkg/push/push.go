@@ -177,14 +177,11 @@ func Push(ctx context.Context, o Options) (*Result, error) {
 	if len(o.Tags) == 0 {
 		return nil, errors.New("push: no tags given")
 	}
-	target, err := o.Registry.Repository(o.Repository)
+	dests, err := newDestinations(o.Registry, o.Repository, o.Additional)
 	if err != nil {
 		return nil, err
 	}
-	dests, err := newDestinations(o.Registry, target, o.Repository, o.Additional)
-	if err != nil {
-		return nil, err
-	}
+	target := dests.all[0]
 	p, err := planLayers(ctx, o, target, log)
 	if err != nil {
 		return nil, err
