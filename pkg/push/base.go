@@ -25,9 +25,10 @@ import (
 // place: inside a docker-save or OCI-layout tarball, or as a layout's file.
 type base struct {
 	dir     string
-	tarball string
-	id      v1.Hash // config digest: the image ID docker load gives
-	repo    string  // repository file, as users write it; may be empty
+	tarball string         // the image's file: a tarball, or a layout folder
+	kind    baseimage.Kind // how it is stored
+	id      v1.Hash        // config digest: the image ID docker load gives
+	repo    string         // repository file, as users write it; may be empty
 	tag     string
 	version string // digest file: the manifest (or index) digest; may be empty
 	config  []byte
@@ -81,7 +82,7 @@ func readBase(dir string) (*base, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &base{dir: dir, tarball: bf.Path, repo: bf.Repository, tag: bf.Tag, version: bf.ManifestDigest}
+	b := &base{dir: dir, tarball: bf.Path, kind: bf.Kind, repo: bf.Repository, tag: bf.Tag, version: bf.ManifestDigest}
 	if bf.Image != nil {
 		return layoutBase(b, bf.Image)
 	}

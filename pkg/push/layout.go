@@ -286,7 +286,7 @@ func baseBlobOwners(dirs []string, log *logrus.Entry) map[v1.Hash]*base {
 		add(b.id, b)
 		// A base of several platforms (a get with params.platforms):
 		// the other platforms' blobs are in its repository too.
-		for _, d := range otherPlatformBlobs(dir) {
+		for _, d := range otherPlatformBlobs(b) {
 			add(d, b)
 		}
 	}
@@ -294,13 +294,12 @@ func baseBlobOwners(dirs []string, log *logrus.Entry) map[v1.Hash]*base {
 }
 
 // otherPlatformBlobs are the layer and config digests of every platform
-// of a layout folder's index (none for anything else).
-func otherPlatformBlobs(dir string) []v1.Hash {
-	f, err := baseimage.Detect(dir, baseimage.HostPlatform())
-	if err != nil || f.Image == nil {
+// of a layout base's index (none for a docker-save tarball).
+func otherPlatformBlobs(b *base) []v1.Hash {
+	if b.kind == baseimage.DockerSave {
 		return nil
 	}
-	imgs, err := baseimage.LayoutImages(f.Path, f.Kind)
+	imgs, err := baseimage.LayoutImages(b.tarball, b.kind)
 	if err != nil {
 		return nil
 	}
