@@ -1,7 +1,6 @@
 package resource
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/concourse-docker/docker-image-resource/pkg/protocol"
@@ -33,25 +32,32 @@ func planSolve(params *protocol.OutParams, img imagePlan, bld builder) (solvePla
 		p.platforms = append(p.platforms, parsed.Normalized().String())
 	}
 	if len(p.platforms) > 0 {
-		if img.source != sourceBuild {
-			return solvePlan{}, fmt.Errorf("params.platforms builds the image for each platform, but this put takes its image from params.%s: remove platforms, or build with params.build", img.source)
-		}
-		if !bld.buildkit {
-			return solvePlan{}, errors.New("params.platforms needs BuildKit (the classic builder builds one platform), but params.docker_buildkit is 0: remove docker_buildkit or set it to 1")
+		if err := needBuildKitBuild("platforms", "builds the image for each platform", "builds one platform", img, bld); err != nil {
+			return solvePlan{}, err
 		}
 	}
 	if params.CacheRepository == "" {
 		return p, nil
 	}
-	if img.source != sourceBuild {
-		return solvePlan{}, fmt.Errorf("params.cache_repository is a build cache, but this put takes its image from params.%s: remove cache_repository, or build with params.build", img.source)
-	}
-	if !bld.buildkit {
-		return solvePlan{}, errors.New("params.cache_repository needs BuildKit (the classic builder has no registry cache), but params.docker_buildkit is 0: remove docker_buildkit or set it to 1")
+	if err := needBuildKitBuild("cache_repository", "is a build cache", "has no registry cache", img, bld); err != nil {
+		return solvePlan{}, err
 	}
 	repo, tag := params.CacheRef()
 	p.cacheRepo, p.cacheRef, p.cacheMode, p.cacheRequired = repo, repo+":"+tag, params.CacheModeOrDefault(), bool(params.CacheRequired)
 	return p, nil
+}
+
+// needBuildKitBuild fails unless the put builds, with BuildKit, as
+// params.<field> needs: does says what the field does, classic why the
+// classic builder cannot.
+func needBuildKitBuild(field, does, classic string, img imagePlan, bld builder) error {
+	if img.source != sourceBuild {
+		return fmt.Errorf("params.%s %s, but this put takes its image from params.%s: remove %s, or build with params.build", field, does, img.source, field)
+	}
+	if !bld.buildkit {
+		return fmt.Errorf("params.%s needs BuildKit (the classic builder %s), but params.docker_buildkit is 0: remove docker_buildkit or set it to 1", field, classic)
+	}
+	return nil
 }
 
 // hosts are the registries the cache is read from and written to, for ECR
