@@ -19,7 +19,8 @@ const loadedIDPrefix = "Loaded image ID: "
 // image store: the same docker-save stream, then the image found by the ID
 // the load reports, checked to hold the folder's layers, and tagged.
 func (l *folderLoad) loadContainerd(b Base, img *baseimage.Image, config []byte, cfgName string) (Base, error) {
-	res, err := l.send(img, config, cfgName, digestOf(config) != b.FolderID)
+	configID := b.ID // the config's digest; the daemon's ID differs
+	res, err := l.send(img, config, cfgName, configID != b.FolderID)
 	if err != nil {
 		return Base{}, fmt.Errorf("load base %s from %s: %w", l.what, l.f.Path, err)
 	}
@@ -43,7 +44,7 @@ func (l *folderLoad) loadContainerd(b Base, img *baseimage.Image, config []byte,
 	if err := Tag(l.ctx, l.cli, b.ID, b.Repository, b.Tag); err != nil {
 		return Base{}, fmt.Errorf("load base %s: %w", l.what, err)
 	}
-	l.log.Infof("loaded base image %s (%s, config %s)", b.Ref(), logging.ShortID(b.ID), logging.ShortID(digestOf(config)))
+	l.log.Infof("loaded base image %s (%s, config %s)", b.Ref(), logging.ShortID(b.ID), logging.ShortID(configID))
 	return b, nil
 }
 
