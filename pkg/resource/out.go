@@ -192,21 +192,7 @@ func build(ctx context.Context, env Env, s *session, cli engine.Client, plan *pu
 	if plan.buildkit {
 		warnNoInlineCache(s, plan.cacheFolders)
 	}
-	if plan.cache {
-		cacheRef := plan.repository + ":" + plan.cacheTag
-		var err error
-		if plan.buildkit {
-			err = remoteCache(ctx, env, s, plan.src, plan.cacheTag)
-		} else {
-			_, err = engine.Pull(ctx, cli, cacheRef, plan.auth, s.log)
-		}
-		if err != nil {
-			// The old resource's promise: a cache miss never fails a build.
-			s.log.Warnf("cache: could not pull %s, building without it: %v", cacheRef, err)
-		} else {
-			cacheFrom = append(cacheFrom, cacheRef)
-		}
-	}
+	cacheFrom = append(cacheFrom, cacheImage(ctx, env, s, cli, plan)...)
 	o := buildOptions(env, plan, cacheFrom)
 	o.CertsDir = certsDir
 	res, err := engine.Build(ctx, cli, o, s.log)
@@ -214,6 +200,28 @@ func build(ctx context.Context, env Env, s *session, cli engine.Client, plan *pu
 		return "", err
 	}
 	return res.ID, nil
+}
+
+// cacheImage is the `cache: true` image, <repository>:<cache_tag>, when it
+// can be had: BuildKit reads its inline cache from the registry, the
+// classic builder needs it pulled. None when cache is off or it is missing.
+func cacheImage(ctx context.Context, env Env, s *session, cli engine.Client, plan *putPlan) []string {
+	if !plan.cache {
+		return nil
+	}
+	cacheRef := plan.repository + ":" + plan.cacheTag
+	var err error
+	if plan.buildkit {
+		err = remoteCache(ctx, env, s, plan.src, plan.cacheTag)
+	} else {
+		_, err = engine.Pull(ctx, cli, cacheRef, plan.auth, s.log)
+	}
+	if err != nil {
+		// The old resource's promise: a cache miss never fails a build.
+		s.log.Warnf("cache: could not pull %s, building without it: %v", cacheRef, err)
+		return nil
+	}
+	return []string{cacheRef}
 }
 
 // buildOptions are the plan's build options, for /build and the control

@@ -59,14 +59,7 @@ func solveBuild(ctx context.Context, env Env, s *session, cli engine.Client, pla
 		o.Unsupported = func(missing []string) error { return needsEmulator(s, plan, missing) }
 	}
 	o.Build.CertsDir = certsDir
-	if plan.cache {
-		cacheRef := plan.repository + ":" + plan.cacheTag
-		if err := remoteCache(ctx, env, s, plan.src, plan.cacheTag); err != nil {
-			s.log.Warnf("cache: could not find %s, building without it: %v", cacheRef, err)
-		} else {
-			o.CacheImports = append(o.CacheImports, cacheRef)
-		}
-	}
+	o.CacheImports = append(o.CacheImports, cacheImage(ctx, env, s, cli, plan)...)
 	res, err := engine.Solve(ctx, cli, o, s.log)
 	if err != nil {
 		os.RemoveAll(dir)
