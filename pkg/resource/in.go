@@ -152,17 +152,8 @@ func resolveImage(ctx context.Context, s *session, reg *registry.Client, req *pr
 	}
 	enterPhase(ctx, "download")
 	img, err := reg.Image(ctx, src.Repository, digest, v1.Platform{OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant})
-	var perr *registry.PlatformError
-	var big *registry.TooLargeError
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		return nil, "", fmt.Errorf("image %s not found", ref)
-	case errors.As(err, &perr):
-		return nil, "", fmt.Errorf("image %s: %w", ref, perr)
-	case errors.As(err, &big):
-		return nil, "", fmt.Errorf("image %s: %w", ref, big)
-	case err != nil:
-		return nil, "", fmt.Errorf("fetch image %s: %w", ref, reg.Explain(err))
+	if err != nil {
+		return nil, "", registryError(reg, ref, err)
 	}
 	cfgName, err := img.ConfigName()
 	if err != nil {
@@ -173,6 +164,21 @@ func resolveImage(ctx context.Context, s *session, reg *registry.Client, req *pr
 }
 
 // downloadError says what stopped the download: the disk, the image's
+// registryError says why the registry did not give repo@digest.
+func registryError(reg *registry.Client, ref string, err error) error {
+	var perr *registry.PlatformError
+	var big *registry.TooLargeError
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return fmt.Errorf("image %s not found", ref)
+	case errors.As(err, &perr):
+		return fmt.Errorf("image %s: %w", ref, perr)
+	case errors.As(err, &big):
+		return fmt.Errorf("image %s: %w", ref, big)
+	}
+	return fmt.Errorf("fetch image %s: %w", ref, reg.Explain(err))
+}
+
 // size, a layer, or the registry.
 func downloadError(reg *registry.Client, ref string, err error) error {
 	if isNoSpace(err) {

@@ -3,7 +3,6 @@ package resource
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -240,18 +239,6 @@ func saveChild(ctx context.Context, s *session, reg *registry.Client, req *proto
 		return nil, "", fmt.Errorf("write %s/ (%s image %s): %w", LayoutDir, c.want, logging.ShortDigest(c.desc.Digest.String()), err)
 	}
 	return local, id, nil
-}
-
-// registryError says why the registry did not give repo@digest.
-func registryError(reg *registry.Client, ref string, err error) error {
-	var big *registry.TooLargeError
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		return fmt.Errorf("image %s not found", ref)
-	case errors.As(err, &big):
-		return fmt.Errorf("image %s: %w", ref, big)
-	}
-	return fmt.Errorf("fetch image %s: %w", ref, reg.Explain(err))
 }
 
 // logLayoutIndex says which index oci/index.json is: a new one (another
